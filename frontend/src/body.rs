@@ -1,0 +1,197 @@
+//! Response bodies: empty, whole in memory, or streamed from a file in bounded chunks.
+//!
+//! One enum instead of a boxed trait object keeps the cache-hit path free of allocations. Streamed
+//! bodies read with `pread` on the blocking pool, one chunk at a time, into a channel of capacity one:
+//! memory per response is at most two chunks whatever the file size, and a client that stops reading
+//! stops the reads (back-pressure). A client that leaves drops the receiver, which ends the reader.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use crate::stats::StageGuard;
+
+/// A piece of a streamed body: literal bytes (multipart heads) or a byte range of the file.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    /// Bytes sent as they are.
+    Bytes(Bytes),
+    /// `len` bytes of the file from `offset`.
+    File {
+        /// First byte.
+        offset: u64,
+        /// Number of bytes.
+        len: u64,
+    },
+}
+
+impl Segment {
+    fn len(&self) -> u64 {
+        match self {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::File { len, .. } => *len,
+        }
+    }
+}
+
+enum Inner {
+    Empty,
+    Full(Option<Bytes>),
+    Stream {
+        rx: mpsc::Receiver<io::Result<Bytes>>,
+        remaining: u64,
+    },
+}
+
+/// The body of every response the front produces.
+pub struct Body {
+    inner: Inner,
+    // Keeps the request counted in its kHTTPd stage until the body is done or dropped.
+    _stage: Option<StageGuard>,
+}
+
+impl Body {
+    /// No body (304, HEAD, redirects).
+    pub fn empty() -> Body {
+        Body {
+            inner: Inner::Empty,
+            _stage: None,
+        }
+    }
+
+    /// A body already in memory.
+    pub fn full(b: impl Into<Bytes>) -> Body {
+        Body {
+            inner: Inner::Full(Some(b.into())),
+            _stage: None,
+        }
+    }
+
+    /// Streams `segments` of `file` in reads of at most `chunk` bytes. Must run inside a tokio runtime.
+    pub fn stream(file: Arc<File>, segments: Vec<Segment>, chunk: usize) -> Body {
+        let remaining = segments.iter().map(Segment::len).sum();
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(pump(file, segments, chunk, tx));
+        Body {
+            inner: Inner::Stream { rx, remaining },
+            _stage: None,
+        }
+    }
+
+    /// Attaches a stage gauge that is released when the body ends.
+    pub fn with_stage(mut self, guard: StageGuard) -> Body {
+        self._stage = Some(guard);
+        self
+    }
+}
+
+async fn pump(
+    file: Arc<File>,
+    segments: Vec<Segment>,
+    chunk: usize,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    for seg in segments {
+        match seg {
+            Segment::Bytes(b) => {
+                if tx.send(Ok(b)).await.is_err() {
+                    return;
+                }
+            }
+            Segment::File { mut offset, len } => {
+                let end = offset + len;
+                while offset < end {
+                    let n = (end - offset).min(chunk as u64) as usize;
+                    let f = file.clone();
+                    let read =
+                        tokio::task::spawn_blocking(move || read_exact_at(&f, offset, n)).await;
+                    let read = match read {
+                        Ok(r) => r,
+                        Err(e) => Err(io::Error::other(e)),
+                    };
+                    let failed = read.is_err();
+                    if let Ok(b) = &read {
+                        offset += b.len() as u64;
+                    }
+                    // A send error means the client left: stop reading.
+                    if tx.send(read).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads exactly `n` bytes at `offset`; a file that shrank under us is an error, never short data
+/// under a promised Content-Length.
+pub fn read_exact_at(file: &File, offset: u64, n: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; n];
+    let mut done = 0;
+    while done < n {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ))
+            }
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Empty => Poll::Ready(None),
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream { rx, remaining } => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    *remaining = remaining.saturating_sub(b.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) if *remaining > 0 => Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file reader ended early",
+                )))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Empty => true,
+            Inner::Full(b) => b.is_none(),
+            Inner::Stream { remaining, .. } => *remaining == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
+        }
+    }
+}

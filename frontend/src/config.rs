@@ -1,0 +1,355 @@
+//! Command line and configuration.
+//!
+//! Flags (each with a `KHTTPD_*` environment fallback) are parsed by clap into [`Args`], then validated
+//! once into an immutable [`Config`]. Names follow kHTTPd's /proc/sys/net/khttpd knobs where one exists
+//! (`--root` = documentroot, `--port` = serverport, `--backend` = clientport, `--threads`, `--dynamic`,
+//! `--sloppy-mime`, `--perm-required`, `--perm-forbid`). Every limit is a field here with its default.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Exit status for a bad command line or configuration (EX_USAGE from sysexits.h).
+pub const EX_USAGE: i32 = 64;
+
+/// khttpd-front: serves static files itself and hands everything dynamic or unknown to a backend.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "khttpd-front", version, about, long_about = None)]
+pub struct Args {
+    /// TCP port to listen on (kHTTPd's serverport). 0 picks a free port and prints it.
+    #[arg(long, env = "KHTTPD_PORT", default_value_t = 80)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "KHTTPD_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// Document root (kHTTPd's documentroot). Requests never resolve outside it.
+    #[arg(long, env = "KHTTPD_ROOT", default_value = "www")]
+    pub root: PathBuf,
+
+    /// Backend HOST:PORT for dynamic and unknown requests (kHTTPd's clientport), e.g. 127.0.0.1:8080.
+    /// Without one, such requests get a clear error instead (404, 405, 403 or 502).
+    #[arg(long, env = "KHTTPD_BACKEND", value_delimiter = ',')]
+    pub backend: Vec<String>,
+
+    /// Comma-separated dynamic extensions, matched case-insensitively on any path segment (so
+    /// `index.php/extra` is dynamic); an entry starting with `/` is a path prefix such as `/cgi-bin/`.
+    #[arg(long, env = "KHTTPD_DYNAMIC", default_value = "php,shtml,/cgi-bin/")]
+    pub dynamic: String,
+
+    /// Comma-separated index file names tried in order for a directory; a dynamic one (index.php)
+    /// sends the directory to the backend.
+    #[arg(
+        long,
+        env = "KHTTPD_INDEX",
+        default_value = "index.html,index.htm,index.php"
+    )]
+    pub index: String,
+
+    /// Directory listings for directories without an index file: on, or off (403).
+    #[arg(long, env = "KHTTPD_LISTING", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub listing: bool,
+
+    /// Serve files of unknown type as application/octet-stream instead of handing them to the backend.
+    #[arg(long, env = "KHTTPD_SLOPPY_MIME")]
+    pub sloppy_mime: bool,
+
+    /// Octal mode bits of which a file must have at least one to be served (kHTTPd's perm_required;
+    /// 4 = world-readable).
+    #[arg(long, env = "KHTTPD_PERM_REQUIRED", default_value = "4", value_parser = parse_octal)]
+    pub perm_required: u32,
+
+    /// Octal mode bits that hand a file to the backend when any is set (kHTTPd's perm_forbid plus
+    /// setuid/setgid; 7111 = setuid, setgid, sticky, any execute bit).
+    #[arg(long, env = "KHTTPD_PERM_FORBID", default_value = "7111", value_parser = parse_octal)]
+    pub perm_forbid: u32,
+
+    /// Number of main daemons (worker threads, each with its own listener); 0 = one per core.
+    #[arg(long, env = "KHTTPD_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
+    /// Seconds a client has to send a complete request head (slowloris defence).
+    #[arg(long, env = "KHTTPD_HEADER_TIMEOUT", default_value_t = 20.0, value_parser = parse_secs)]
+    pub header_timeout: f64,
+
+    /// Largest request head in bytes (request line plus headers); larger heads get 431.
+    #[arg(long, env = "KHTTPD_MAX_HEAD_SIZE", default_value_t = 16384)]
+    pub max_head_size: usize,
+
+    /// Most ranges served in one multipart answer after merging; more ask for the whole file (200).
+    #[arg(long, env = "KHTTPD_MAX_RANGES", default_value_t = 16)]
+    pub max_ranges: usize,
+
+    /// Files up to this many bytes are read whole; larger files stream in chunks of this size.
+    #[arg(long, env = "KHTTPD_CHUNK_SIZE", default_value_t = 65536)]
+    pub chunk_size: usize,
+
+    /// Cache-Control sent with static files and listings; empty for none.
+    #[arg(long, env = "KHTTPD_CACHE_CONTROL", default_value = "no-cache")]
+    pub cache_control: String,
+
+    /// Seconds in-flight requests get to finish when the server stops (SIGTERM/SIGINT).
+    #[arg(long, env = "KHTTPD_GRACE", default_value_t = 30.0, value_parser = parse_secs)]
+    pub grace: f64,
+
+    /// Listen backlog of each main daemon's socket.
+    #[arg(long, env = "KHTTPD_BACKLOG", default_value_t = 1024)]
+    pub backlog: i32,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("expected octal mode bits such as 4 or 7111, got {s:?}"))
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 86_400.0)
+        .ok_or_else(|| format!("expected a number of seconds between 0 and 86400, got {s:?}"))
+}
+
+/// Dynamic rules: extensions (lower-case, without dot) and path prefixes (starting with `/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dynamic {
+    /// Extensions such as `php`, compared case-insensitively.
+    pub extensions: Vec<String>,
+    /// Decoded path prefixes such as `/cgi-bin/`.
+    pub prefixes: Vec<String>,
+}
+
+impl Dynamic {
+    /// Parses `php,shtml,/cgi-bin/`.
+    pub fn parse(s: &str) -> Result<Dynamic, String> {
+        let mut d = Dynamic::default();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item.starts_with('/') {
+                d.prefixes.push(item.to_owned());
+            } else {
+                let ext = item.trim_start_matches('.');
+                if ext.is_empty() || ext.contains(['/', '.']) {
+                    return Err(format!(
+                        "--dynamic: {item:?} is neither an extension nor a /prefix"
+                    ));
+                }
+                d.extensions.push(ext.to_ascii_lowercase());
+            }
+        }
+        Ok(d)
+    }
+
+    /// Whether a file name ends in a dynamic extension (`x.PHP` included).
+    pub fn is_dynamic_name(&self, name: &[u8]) -> bool {
+        let Some(dot) = name.iter().rposition(|b| *b == b'.') else {
+            return false;
+        };
+        let ext = &name[dot + 1..];
+        self.extensions
+            .iter()
+            .any(|e| e.as_bytes().eq_ignore_ascii_case(ext))
+    }
+}
+
+/// The validated configuration, shared read-only by every main daemon.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the main daemons listen.
+    pub listen: SocketAddr,
+    /// Canonical document root.
+    pub root: PathBuf,
+    /// Backends, resolved.
+    pub backends: Vec<SocketAddr>,
+    /// Dynamic extensions and prefixes.
+    pub dynamic: Dynamic,
+    /// Index file names in order.
+    pub index: Vec<String>,
+    /// Directory listings on.
+    pub listing: bool,
+    /// Unknown types served as octet-stream.
+    pub sloppy_mime: bool,
+    /// kHTTPd's perm_required.
+    pub perm_required: u32,
+    /// kHTTPd's perm_forbid.
+    pub perm_forbid: u32,
+    /// Number of main daemons.
+    pub threads: usize,
+    /// Deadline for a complete request head.
+    pub header_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_head_size: usize,
+    /// Most ranges in a multipart answer.
+    pub max_ranges: usize,
+    /// Read size for streamed files, and the largest file read whole.
+    pub chunk_size: usize,
+    /// Cache-Control value, if any.
+    pub cache_control: Option<String>,
+    /// Drain deadline at stop.
+    pub grace: Duration,
+    /// Listen backlog.
+    pub backlog: i32,
+}
+
+/// Why a configuration was refused: one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(a: Args) -> Result<Config, ConfigError> {
+        let root = std::fs::canonicalize(&a.root)
+            .map_err(|e| ConfigError(format!("document root {}: {e}", a.root.display())))?;
+        if !root.is_dir() {
+            return Err(ConfigError(format!(
+                "document root {} is not a directory",
+                a.root.display()
+            )));
+        }
+        let mut backends = Vec::new();
+        for b in a.backend.iter().filter(|b| !b.trim().is_empty()) {
+            let addr = b
+                .trim()
+                .to_socket_addrs()
+                .map_err(|e| ConfigError(format!("--backend {b:?}: {e} (expected HOST:PORT)")))?
+                .next()
+                .ok_or_else(|| ConfigError(format!("--backend {b:?}: no address")))?;
+            backends.push(addr);
+        }
+        let dynamic = Dynamic::parse(&a.dynamic).map_err(ConfigError)?;
+        let index: Vec<String> = a
+            .index
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(bad) = index.iter().find(|i| i.contains('/') || i.starts_with('.')) {
+            return Err(ConfigError(format!(
+                "--index: {bad:?} is not a plain file name"
+            )));
+        }
+        if a.max_head_size < 8192 {
+            return Err(ConfigError(
+                "--max-head-size must be at least 8192 (hyper's smallest read buffer)".into(),
+            ));
+        }
+        if a.chunk_size < 4096 || a.chunk_size > 16 << 20 {
+            return Err(ConfigError(
+                "--chunk-size must be between 4096 and 16777216".into(),
+            ));
+        }
+        if a.max_ranges == 0 {
+            return Err(ConfigError("--max-ranges must be at least 1".into()));
+        }
+        let threads = if a.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            a.threads
+        };
+        if threads > 1024 {
+            return Err(ConfigError("--threads must be at most 1024".into()));
+        }
+        let cache_control = Some(a.cache_control.trim().to_owned()).filter(|c| !c.is_empty());
+        if let Some(cc) = &cache_control {
+            http::HeaderValue::from_str(cc).map_err(|_| {
+                ConfigError(format!("--cache-control {cc:?} is not a header value"))
+            })?;
+        }
+        Ok(Config {
+            listen: SocketAddr::new(a.bind, a.port),
+            root,
+            backends,
+            dynamic,
+            index,
+            listing: a.listing,
+            sloppy_mime: a.sloppy_mime,
+            perm_required: a.perm_required,
+            perm_forbid: a.perm_forbid,
+            threads,
+            header_timeout: Duration::from_secs_f64(a.header_timeout),
+            max_head_size: a.max_head_size,
+            max_ranges: a.max_ranges,
+            chunk_size: a.chunk_size,
+            cache_control,
+            grace: Duration::from_secs_f64(a.grace),
+            backlog: a.backlog.max(16),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["khttpd-front"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_khttpd() {
+        let a = args(&[]);
+        assert_eq!(a.port, 80);
+        assert_eq!(a.perm_required, 0o4);
+        assert_eq!(a.perm_forbid, 0o7111);
+        assert_eq!(a.root, PathBuf::from("www"));
+        assert!(a.listing);
+    }
+
+    #[test]
+    fn dynamic_parses_extensions_and_prefixes() {
+        let d = Dynamic::parse("php, .SHTML,/cgi-bin/").unwrap();
+        assert_eq!(d.extensions, vec!["php", "shtml"]);
+        assert_eq!(d.prefixes, vec!["/cgi-bin/"]);
+        assert!(d.is_dynamic_name(b"x.PHP"));
+        assert!(d.is_dynamic_name(b"a.b.shtml"));
+        assert!(!d.is_dynamic_name(b"php"));
+        assert!(!d.is_dynamic_name(b"x.phps"));
+        assert!(Dynamic::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn octal_and_switches() {
+        assert_eq!(
+            parse_octal("041111"),
+            Err("expected octal mode bits such as 4 or 7111, got \"041111\"".into())
+        );
+        assert_eq!(parse_octal("0o644"), Ok(0o644));
+        assert!(parse_octal("9").is_err());
+        assert_eq!(parse_on_off("OFF"), Ok(false));
+        assert!(parse_on_off("maybe").is_err());
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("nan").is_err());
+    }
+
+    #[test]
+    fn missing_root_is_refused() {
+        let err = Config::try_from(args(&["--root", "/nonexistent/khttpd"])).unwrap_err();
+        assert!(err.0.contains("document root"), "{err}");
+    }
+
+    #[test]
+    fn bad_backend_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        assert!(Config::try_from(args(&["--root", root, "--backend", "nohostport"])).is_err());
+        let c = Config::try_from(args(&["--root", root, "--backend", "127.0.0.1:8080"])).unwrap();
+        assert_eq!(c.backends.len(), 1);
+    }
+}

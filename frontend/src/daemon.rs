@@ -1,0 +1,120 @@
+//! The main daemons: one thread per core, each with its own current-thread tokio runtime and its own
+//! `SO_REUSEPORT` listener, as kHTTPd ran one MainDaemon per CPU. Nothing on the hot path is shared
+//! between them: the kernel spreads connections over the listeners.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::server;
+use crate::stats::DaemonStats;
+
+/// Why the listeners could not be opened, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A privileged port without the privilege.
+    #[error("cannot listen on {0}: permission denied; use a port above 1023 (--port 8080) or allow it with `sudo setcap cap_net_bind_service=+ep $(command -v khttpd-front)`")]
+    Privileged(SocketAddr),
+    /// Any other socket error.
+    #[error("cannot listen on {0}: {1}")]
+    Other(SocketAddr, io::Error),
+}
+
+/// Opens `cfg.threads` listeners on the same address with `SO_REUSEPORT`. With port 0 the first
+/// listener picks the port and the others join it.
+pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>, BindError> {
+    let mut addr = cfg.listen;
+    let mut out = Vec::with_capacity(cfg.threads);
+    for _ in 0..cfg.threads {
+        let l = bind_one(addr, cfg.backlog).map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => BindError::Privileged(addr),
+            _ => BindError::Other(addr, e),
+        })?;
+        if addr.port() == 0 {
+            addr = l.local_addr().map_err(|e| BindError::Other(addr, e))?;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+/// The running main daemons.
+pub struct Daemons {
+    threads: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    /// Each daemon's counters, in daemon order.
+    pub stats: Vec<Arc<DaemonStats>>,
+}
+
+/// Starts one main daemon per listener.
+pub fn start(listeners: Vec<TcpListener>, cfg: Arc<Config>) -> io::Result<Daemons> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut threads = Vec::with_capacity(listeners.len());
+    let mut stats = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.into_iter().enumerate() {
+        let s = Arc::new(DaemonStats::default());
+        stats.push(s.clone());
+        let cfg = cfg.clone();
+        let stop_rx = stop_rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("khttpd-main-{i}"))
+            .spawn(move || run_daemon(l, cfg, s, stop_rx))?;
+        threads.push(t);
+    }
+    Ok(Daemons {
+        threads,
+        stop,
+        stats,
+    })
+}
+
+fn run_daemon(
+    l: TcpListener,
+    cfg: Arc<Config>,
+    stats: Arc<DaemonStats>,
+    stop: watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a main daemon's runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        match tokio::net::TcpListener::from_std(l) {
+            Ok(l) => server::accept_loop(l, cfg, stats, stop).await,
+            Err(e) => tracing::error!(error = %e, "cannot register the listener"),
+        }
+    });
+}
+
+impl Daemons {
+    /// Stops accepting, lets in-flight requests finish within the grace period, and waits.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a main daemon panicked while stopping");
+            }
+        }
+    }
+}

@@ -1,0 +1,657 @@
+//! The routing decision (kHTTPd's WaitForHeaders verdict), a pure function of the request, the
+//! configuration and a [`Fs`] view, in the order of DESIGN.md:
+//!
+//! 1. method not GET/HEAD → backend; 2. path decoded and sanitized → 400 on anything suspicious;
+//! 3. dynamic extension or prefix → backend; 4. hidden segment → backend; 5. `.htaccess` at or above
+//! → backend; 6. missing → backend; 7. directory → redirect, index or listing; 8. not a regular file or
+//! refused by the permission bits → backend; 9. symlinks only inside the root; 10. unknown type →
+//! backend unless sloppy; 11. static.
+//!
+//! Backend routes without a configured backend become errors in [`Route::without_backend`].
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use http::{Method, StatusCode};
+use khttpd_mime::MimeInfo;
+
+use crate::config::Config;
+use crate::fs::{Fs, Kind, Meta};
+use crate::path::{self, DecodedPath, PathError};
+
+/// Why a request goes to the backend (kHTTPd's Userspace queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendReason {
+    /// Any method but GET and HEAD.
+    Method,
+    /// A dynamic extension or prefix.
+    Dynamic,
+    /// A dotfile or dot-directory.
+    Hidden,
+    /// A directory at or above the target holds `.htaccess`.
+    Htaccess,
+    /// Nothing at that path (front controllers rely on this).
+    Missing,
+    /// A directory whose index file is dynamic (`index.php`).
+    DynamicIndex,
+    /// Not world-readable, or an execute, setuid, setgid or sticky bit.
+    Permission,
+    /// A FIFO, socket or device.
+    NotRegular,
+    /// No known MIME type and `sloppymime` off.
+    UnknownType,
+}
+
+impl BackendReason {
+    /// Short name for logs and counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendReason::Method => "method",
+            BackendReason::Dynamic => "dynamic",
+            BackendReason::Hidden => "hidden",
+            BackendReason::Htaccess => "htaccess",
+            BackendReason::Missing => "missing",
+            BackendReason::DynamicIndex => "dynamic-index",
+            BackendReason::Permission => "permission",
+            BackendReason::NotRegular => "not-regular",
+            BackendReason::UnknownType => "unknown-type",
+        }
+    }
+}
+
+/// A file the front serves itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticFile {
+    /// Canonical path inside the root.
+    pub path: PathBuf,
+    /// Its metadata at routing time (the opener checks it is still the same file).
+    pub meta: Meta,
+    /// Type and compressibility.
+    pub mime: MimeInfo,
+}
+
+/// A directory to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingDir {
+    /// Canonical directory path inside the root.
+    pub path: PathBuf,
+    /// The decoded request path, shown as the title.
+    pub display: String,
+    /// Its metadata at routing time.
+    pub meta: Meta,
+}
+
+/// The verdict for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Served by the front (DataSending).
+    Static(StaticFile),
+    /// A rendered directory listing.
+    Listing(ListingDir),
+    /// 308 to the directory with its trailing slash (query kept).
+    Redirect(String),
+    /// Handed to the backend (Userspace).
+    Backend(BackendReason),
+    /// Answered with an error by the front.
+    Reject(Reject),
+}
+
+/// Errors routing answers itself, with who is to blame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// The client sent a path we refuse (400).
+    #[error("bad request path: {0}")]
+    BadPath(#[from] PathError),
+    /// The target exists but the front will not serve it (403).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// Nothing to serve (404).
+    #[error("not found")]
+    NotFound,
+    /// The file system failed in an unexpected way (500).
+    #[error("file system error: {0}")]
+    Internal(String),
+}
+
+impl Reject {
+    /// The status this rejection is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::BadPath(_) => StatusCode::BAD_REQUEST,
+            Reject::Forbidden(_) => StatusCode::FORBIDDEN,
+            Reject::NotFound => StatusCode::NOT_FOUND,
+            Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// How a backend route is answered when no backend is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoBackend {
+    /// 405 with `Allow: GET, HEAD`.
+    MethodNotAllowed,
+    /// A plain error status with a reason for the page.
+    Status(StatusCode, &'static str),
+}
+
+impl Route {
+    /// The answer for a backend route when no backend is configured: never the file itself.
+    pub fn without_backend(reason: BackendReason) -> NoBackend {
+        use BackendReason::*;
+        match reason {
+            Method => NoBackend::MethodNotAllowed,
+            Missing => NoBackend::Status(StatusCode::NOT_FOUND, "not found"),
+            Dynamic | DynamicIndex => NoBackend::Status(
+                StatusCode::BAD_GATEWAY,
+                "dynamic content, but no backend configured",
+            ),
+            Hidden | Htaccess | Permission | NotRegular | UnknownType => NoBackend::Status(
+                StatusCode::FORBIDDEN,
+                "not served by the front, and no backend configured",
+            ),
+        }
+    }
+}
+
+/// Routes one request. `path` is the raw (still percent-encoded) path; `query` is kept for redirects.
+pub fn route(method: &Method, path: &str, query: Option<&str>, cfg: &Config, fs: &dyn Fs) -> Route {
+    // 1. kHTTPd handed every non-GET to userspace; HEAD is ours since HTTP/1.1.
+    if method != Method::GET && method != Method::HEAD {
+        return Route::Backend(BackendReason::Method);
+    }
+    // 2. Decode once; refuse anything that could leave the root.
+    let decoded = match path::decode(path) {
+        Ok(d) => d,
+        Err(e) => return Route::Reject(Reject::BadPath(e)),
+    };
+    // 3. Dynamic extensions on any segment (so `index.php/extra` path-info) and dynamic prefixes.
+    if is_dynamic(&decoded, cfg) {
+        return Route::Backend(BackendReason::Dynamic);
+    }
+    // 4. Dotfiles never leave the front; Apache decides what they mean. `/.well-known/` is public.
+    if has_hidden_segment(&decoded.segments) {
+        return Route::Backend(BackendReason::Hidden);
+    }
+    // 5. Apache may apply auth or rewrites from an `.htaccess` at or above the target.
+    let lexical = cfg.root.join(decoded.relative());
+    if htaccess_between(&cfg.root, &lexical, fs) {
+        return Route::Backend(BackendReason::Htaccess);
+    }
+    // 6. and 9. Resolve symlinks; the result must stay inside the canonical root.
+    let canonical = match resolve_inside(&cfg.root, &lexical, fs) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let meta = match fs.stat(&canonical) {
+        Ok(m) => m,
+        Err(e) => return io_route(&e),
+    };
+    // 7. Directories: trailing slash, then index files, then a listing.
+    if meta.kind == Kind::Dir {
+        if !decoded.trailing_slash {
+            return Route::Redirect(slash_redirect(path, query));
+        }
+        return route_directory(&decoded, canonical, meta, cfg, fs);
+    }
+    let name = decoded.file_name().unwrap_or_default();
+    route_file(name, canonical, meta, cfg)
+}
+
+fn is_dynamic(d: &DecodedPath, cfg: &Config) -> bool {
+    if d.segments.iter().any(|s| cfg.dynamic.is_dynamic_name(s)) {
+        return true;
+    }
+    if cfg.dynamic.prefixes.is_empty() {
+        return false;
+    }
+    // Compare with a trailing slash so `/cgi-bin` matches the prefix `/cgi-bin/` too.
+    let mut shown = d.display();
+    if !shown.ends_with('/') {
+        shown.push('/');
+    }
+    cfg.dynamic
+        .prefixes
+        .iter()
+        .any(|p| shown.starts_with(p.as_str()))
+}
+
+fn has_hidden_segment(segments: &[Vec<u8>]) -> bool {
+    segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| s.first() == Some(&b'.') && !(i == 0 && s.as_slice() == b".well-known"))
+}
+
+fn htaccess_between(root: &Path, target: &Path, fs: &dyn Fs) -> bool {
+    // Every directory from the root down to the target itself; `file/.htaccess` simply does not exist.
+    let Ok(rel) = target.strip_prefix(root) else {
+        return false;
+    };
+    let mut dir = root.to_path_buf();
+    if fs.exists(&dir.join(".htaccess")) {
+        return true;
+    }
+    for c in rel.components() {
+        dir.push(c);
+        if fs.exists(&dir.join(".htaccess")) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Canonicalizes `target` and checks it is inside `root`, that the resolved name is not hidden or
+/// dynamic (a symlink `a.txt -> secret.php` must not expose source), and that no `.htaccess` guards it.
+fn resolve_inside(root: &Path, target: &Path, fs: &dyn Fs) -> Result<PathBuf, Route> {
+    let canonical = fs.canonicalize(target).map_err(|e| io_route(&e))?;
+    let Ok(rel) = canonical.strip_prefix(root) else {
+        return Err(Route::Reject(Reject::Forbidden(
+            "symlink leads outside the document root",
+        )));
+    };
+    if canonical != target {
+        let segs: Vec<Vec<u8>> = rel.iter().map(|s| s.as_bytes().to_vec()).collect();
+        if has_hidden_segment(&segs) {
+            return Err(Route::Backend(BackendReason::Hidden));
+        }
+        if htaccess_between(root, &canonical, fs) {
+            return Err(Route::Backend(BackendReason::Htaccess));
+        }
+    }
+    Ok(canonical)
+}
+
+fn io_route(e: &io::Error) -> Route {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+            Route::Backend(BackendReason::Missing)
+        }
+        io::ErrorKind::InvalidFilename => Route::Backend(BackendReason::Missing),
+        // A loop of symlinks cannot name a servable file either.
+        _ if e.raw_os_error() == Some(libc::ELOOP) => Route::Backend(BackendReason::Missing),
+        io::ErrorKind::PermissionDenied => Route::Reject(Reject::Forbidden("permission denied")),
+        _ => Route::Reject(Reject::Internal(e.to_string())),
+    }
+}
+
+/// `Location` for a directory requested without its slash: the raw path as sent, so nothing is
+/// re-encoded, with leading slashes collapsed so `//evil.example` cannot become a protocol-relative URL.
+pub fn slash_redirect(raw_path: &str, query: Option<&str>) -> String {
+    let trimmed = raw_path.trim_start_matches('/');
+    let mut loc = String::with_capacity(raw_path.len() + 2 + query.map_or(0, |q| q.len() + 1));
+    loc.push('/');
+    loc.push_str(trimmed);
+    loc.push('/');
+    if let Some(q) = query {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    loc
+}
+
+fn route_directory(d: &DecodedPath, dir: PathBuf, meta: Meta, cfg: &Config, fs: &dyn Fs) -> Route {
+    for index in &cfg.index {
+        let candidate = dir.join(index);
+        if !fs.exists(&candidate) {
+            continue;
+        }
+        if cfg.dynamic.is_dynamic_name(index.as_bytes()) {
+            return Route::Backend(BackendReason::DynamicIndex);
+        }
+        let canonical = match resolve_inside(&cfg.root, &candidate, fs) {
+            Ok(p) => p,
+            // A dangling index symlink is as good as no index.
+            Err(Route::Backend(BackendReason::Missing)) => continue,
+            Err(r) => return r,
+        };
+        return match fs.stat(&canonical) {
+            Ok(m) if m.kind == Kind::Dir => continue,
+            Ok(m) => route_file(index.as_bytes(), canonical, m, cfg),
+            Err(e) => io_route(&e),
+        };
+    }
+    if !cfg.listing {
+        return Route::Reject(Reject::Forbidden("directory listing is off"));
+    }
+    if meta.mode & cfg.perm_required == 0 {
+        return Route::Reject(Reject::Forbidden("directory is not world-readable"));
+    }
+    Route::Listing(ListingDir {
+        path: dir,
+        display: d.display(),
+        meta,
+    })
+}
+
+fn route_file(name: &[u8], path: PathBuf, meta: Meta, cfg: &Config) -> Route {
+    // 8. A FIFO or device is never opened: opening a FIFO would block a thread forever.
+    if meta.kind != Kind::File {
+        return Route::Backend(BackendReason::NotRegular);
+    }
+    // kHTTPd's permission rules: at least one perm_required bit, none of perm_forbid.
+    if meta.mode & cfg.perm_required == 0 || meta.mode & cfg.perm_forbid != 0 {
+        return Route::Backend(BackendReason::Permission);
+    }
+    // A symlink may name a dynamic file under a harmless name; judge the file actually served too.
+    if let Some(real) = path.file_name() {
+        if cfg.dynamic.is_dynamic_name(real.as_bytes()) {
+            return Route::Backend(BackendReason::Dynamic);
+        }
+    }
+    // 10. Unknown types belong to the backend unless sloppymime, or unless there is none to ask.
+    let mime = match khttpd_mime::lookup(Path::new(OsStr::from_bytes(name))) {
+        Some(m) => m,
+        None if cfg.sloppy_mime || cfg.backends.is_empty() => {
+            khttpd_mime::lookup_or_octet(Path::new(""))
+        }
+        None => return Route::Backend(BackendReason::UnknownType),
+    };
+    Route::Static(StaticFile { path, meta, mime })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Args;
+    use crate::fs::RealFs;
+    use clap::Parser;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    struct Site {
+        dir: tempfile::TempDir,
+        cfg: Config,
+    }
+
+    impl Site {
+        fn new(extra: &[&str]) -> Site {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("www");
+            fs::create_dir(&root).unwrap();
+            let mut args = vec!["khttpd-front", "--root", root.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            let cfg = Config::try_from(Args::try_parse_from(args).unwrap()).unwrap();
+            Site { dir, cfg }
+        }
+        fn file(&self, rel: &str, mode: u32) -> &Self {
+            let p = self.cfg.root.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, b"hello").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            self
+        }
+        fn dir(&self, rel: &str) -> &Self {
+            fs::create_dir_all(self.cfg.root.join(rel)).unwrap();
+            self
+        }
+        fn get(&self, path: &str) -> Route {
+            let (p, q) = path
+                .split_once('?')
+                .map_or((path, None), |(p, q)| (p, Some(q)));
+            route(&Method::GET, p, q, &self.cfg, &RealFs)
+        }
+    }
+
+    fn is_static(r: &Route) -> bool {
+        matches!(r, Route::Static(_))
+    }
+
+    #[test]
+    fn rule1_methods() {
+        let s = Site::new(&[]);
+        s.file("a.html", 0o644);
+        assert_eq!(
+            route(&Method::POST, "/a.html", None, &s.cfg, &RealFs),
+            Route::Backend(BackendReason::Method)
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/a.html", None, &s.cfg, &RealFs),
+            Route::Backend(BackendReason::Method)
+        );
+        assert!(is_static(&route(
+            &Method::HEAD,
+            "/a.html",
+            None,
+            &s.cfg,
+            &RealFs
+        )));
+    }
+
+    #[test]
+    fn rule2_bad_paths() {
+        let s = Site::new(&[]);
+        for p in [
+            "/../etc/passwd",
+            "/a/%2e%2e/b",
+            "/a%00",
+            "/a%2fb",
+            "/%zz",
+            "x",
+        ] {
+            assert!(matches!(s.get(p), Route::Reject(Reject::BadPath(_))), "{p}");
+        }
+    }
+
+    #[test]
+    fn rule3_dynamic() {
+        let s = Site::new(&[]);
+        s.file("x.php", 0o644)
+            .file("X.PHP", 0o644)
+            .file("p.shtml", 0o644);
+        assert_eq!(s.get("/x.php"), Route::Backend(BackendReason::Dynamic));
+        assert_eq!(s.get("/X.PHP"), Route::Backend(BackendReason::Dynamic));
+        assert_eq!(s.get("/x.ph%70"), Route::Backend(BackendReason::Dynamic));
+        assert_eq!(s.get("/p.shtml"), Route::Backend(BackendReason::Dynamic));
+        assert_eq!(
+            s.get("/index.php/extra/info"),
+            Route::Backend(BackendReason::Dynamic)
+        );
+        assert_eq!(
+            s.get("/cgi-bin/x.sh"),
+            Route::Backend(BackendReason::Dynamic)
+        );
+        assert_eq!(s.get("/cgi-bin"), Route::Backend(BackendReason::Dynamic));
+        assert_eq!(
+            s.get("/nothere.php?x=1"),
+            Route::Backend(BackendReason::Dynamic)
+        );
+    }
+
+    #[test]
+    fn rule4_hidden() {
+        let s = Site::new(&[]);
+        s.file(".env", 0o644)
+            .file(".git/config", 0o644)
+            .file(".well-known/acme", 0o644);
+        s.file("a/.hidden/b.txt", 0o644);
+        assert_eq!(s.get("/.env"), Route::Backend(BackendReason::Hidden));
+        assert_eq!(s.get("/.git/config"), Route::Backend(BackendReason::Hidden));
+        assert_eq!(
+            s.get("/a/.hidden/b.txt"),
+            Route::Backend(BackendReason::Hidden)
+        );
+        assert_eq!(
+            s.get("/.well-known/.x"),
+            Route::Backend(BackendReason::Hidden)
+        );
+        // acme has no extension: unknown type, served as octet-stream without a backend.
+        assert!(is_static(&s.get("/.well-known/acme")));
+    }
+
+    #[test]
+    fn rule5_htaccess() {
+        let s = Site::new(&[]);
+        s.file("priv/.htaccess", 0o644)
+            .file("priv/sub/a.html", 0o644)
+            .file("pub/a.html", 0o644);
+        assert_eq!(
+            s.get("/priv/sub/a.html"),
+            Route::Backend(BackendReason::Htaccess)
+        );
+        assert_eq!(s.get("/priv/"), Route::Backend(BackendReason::Htaccess));
+        assert!(is_static(&s.get("/pub/a.html")));
+        // Through a symlink into the guarded directory.
+        symlink(
+            s.cfg.root.join("priv/sub/a.html"),
+            s.cfg.root.join("pub/link.html"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.get("/pub/link.html"),
+            Route::Backend(BackendReason::Htaccess)
+        );
+    }
+
+    #[test]
+    fn rule6_missing() {
+        let s = Site::new(&[]);
+        s.file("a.html", 0o644);
+        assert_eq!(s.get("/nope.html"), Route::Backend(BackendReason::Missing));
+        assert_eq!(s.get("/a.html/x"), Route::Backend(BackendReason::Missing));
+        assert_eq!(s.get("/pretty/url"), Route::Backend(BackendReason::Missing));
+    }
+
+    #[test]
+    fn rule7_directories() {
+        let s = Site::new(&[]);
+        s.dir("d")
+            .file("withindex/index.html", 0o644)
+            .file("phpindex/index.php", 0o644);
+        assert_eq!(s.get("/d?x=1&y"), Route::Redirect("/d/?x=1&y".into()));
+        assert_eq!(s.get("//d"), Route::Redirect("/d/".into()));
+        assert!(matches!(s.get("/d/"), Route::Listing(_)));
+        match s.get("/withindex/") {
+            Route::Static(f) => assert!(f.path.ends_with("withindex/index.html")),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(
+            s.get("/phpindex/"),
+            Route::Backend(BackendReason::DynamicIndex)
+        );
+        let off = Site::new(&["--listing", "off"]);
+        off.dir("d");
+        assert_eq!(
+            off.get("/d/"),
+            Route::Reject(Reject::Forbidden("directory listing is off"))
+        );
+    }
+
+    #[test]
+    fn rule8_permissions_and_kinds() {
+        let s = Site::new(&[]);
+        s.file("private.html", 0o600)
+            .file("exec.html", 0o755)
+            .file("suid.html", 0o4644);
+        s.file("sticky.html", 0o1644).file("ok.html", 0o644);
+        assert_eq!(
+            s.get("/private.html"),
+            Route::Backend(BackendReason::Permission)
+        );
+        assert_eq!(
+            s.get("/exec.html"),
+            Route::Backend(BackendReason::Permission)
+        );
+        assert_eq!(
+            s.get("/suid.html"),
+            Route::Backend(BackendReason::Permission)
+        );
+        assert_eq!(
+            s.get("/sticky.html"),
+            Route::Backend(BackendReason::Permission)
+        );
+        assert!(is_static(&s.get("/ok.html")));
+        let fifo = s.cfg.root.join("pipe.html");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            s.get("/pipe.html"),
+            Route::Backend(BackendReason::NotRegular)
+        );
+    }
+
+    #[test]
+    fn rule9_symlinks() {
+        let s = Site::new(&[]);
+        s.file("real.html", 0o644).file("secret.php", 0o644);
+        fs::write(s.dir.path().join("outside.html"), b"secret").unwrap();
+        symlink(
+            s.dir.path().join("outside.html"),
+            s.cfg.root.join("out.html"),
+        )
+        .unwrap();
+        symlink(s.dir.path(), s.cfg.root.join("outdir")).unwrap();
+        symlink(s.cfg.root.join("real.html"), s.cfg.root.join("in.html")).unwrap();
+        symlink(
+            s.cfg.root.join("secret.php"),
+            s.cfg.root.join("innocent.txt"),
+        )
+        .unwrap();
+        symlink("nowhere", s.cfg.root.join("dangling.html")).unwrap();
+        let escape = Route::Reject(Reject::Forbidden("symlink leads outside the document root"));
+        assert_eq!(s.get("/out.html"), escape);
+        assert_eq!(s.get("/outdir/outside.html"), escape);
+        assert!(is_static(&s.get("/in.html")));
+        assert_eq!(
+            s.get("/innocent.txt"),
+            Route::Backend(BackendReason::Dynamic)
+        );
+        assert_eq!(
+            s.get("/dangling.html"),
+            Route::Backend(BackendReason::Missing)
+        );
+    }
+
+    #[test]
+    fn rule10_unknown_types() {
+        let with_backend = Site::new(&["--backend", "127.0.0.1:9"]);
+        with_backend.file("x.unknownext", 0o644);
+        assert_eq!(
+            with_backend.get("/x.unknownext"),
+            Route::Backend(BackendReason::UnknownType)
+        );
+        let sloppy = Site::new(&["--backend", "127.0.0.1:9", "--sloppy-mime"]);
+        sloppy.file("x.unknownext", 0o644);
+        match sloppy.get("/x.unknownext") {
+            Route::Static(f) => assert_eq!(f.mime.content_type, "application/octet-stream"),
+            r => panic!("{r:?}"),
+        }
+        let none = Site::new(&[]);
+        none.file("x.unknownext", 0o644);
+        assert!(is_static(&none.get("/x.unknownext")));
+    }
+
+    #[test]
+    fn rule11_static_and_query() {
+        let s = Site::new(&[]);
+        s.file("style.css", 0o644);
+        match s.get("/style.css?v=3") {
+            Route::Static(f) => assert_eq!(f.mime.content_type, "text/css; charset=utf-8"),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn without_backend_never_serves() {
+        use BackendReason::*;
+        assert_eq!(Route::without_backend(Method), NoBackend::MethodNotAllowed);
+        assert!(matches!(
+            Route::without_backend(Missing),
+            NoBackend::Status(StatusCode::NOT_FOUND, _)
+        ));
+        assert!(matches!(
+            Route::without_backend(Dynamic),
+            NoBackend::Status(StatusCode::BAD_GATEWAY, _)
+        ));
+        for r in [Hidden, Htaccess, Permission, NotRegular] {
+            assert!(matches!(
+                Route::without_backend(r),
+                NoBackend::Status(StatusCode::FORBIDDEN, _)
+            ));
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! One main daemon's accept loop and its connections (kHTTPd's accept and WaitForHeaders stages).
+//!
+//! hyper decodes each head under `header_read_timeout` (it needs the timer for that to apply) and
+//! `max_buf_size` (a larger head is answered 431, a malformed one 400, and only that connection is
+//! closed). At stop the listener is closed first, then every connection is told to finish its
+//! in-flight response and close, and the daemon waits for them up to the grace period.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::handler::{self, ConnCtx};
+use crate::stats::{DaemonStats, Stage};
+
+/// How long the accept loop pauses after EMFILE and similar errors instead of spinning on them.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The hyper connection settings of one main daemon.
+pub fn http1_builder(cfg: &Config) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(cfg.max_head_size)
+        .keep_alive(true)
+        // Field names as nginx and Apache write them; some old tools match them case-sensitively.
+        .title_case_headers(true)
+        // Pipelined responses are flushed together, which is what pipelining clients want.
+        .pipeline_flush(true);
+    b
+}
+
+/// Accepts and serves connections until `stop` turns true, then drains them for `cfg.grace`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    cfg: Arc<Config>,
+    stats: Arc<DaemonStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(http1_builder(&cfg));
+    // Each connection holds a sender; when all are gone the daemon is drained (mini-redis's pattern).
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let ctx = Arc::new(ConnCtx { config: cfg.clone(), stats: stats.clone(), peer });
+                    let conn = serve(stream, ctx, builder.clone(), stop.clone(), alive_tx.clone());
+                    tokio::spawn(conn);
+                }
+                Err(e) => accept_error(&e).await,
+            },
+        }
+    }
+    // kHTTPd's stop: the port refuses new connections at once.
+    drop(listener);
+    drop(alive_tx);
+    if tokio::time::timeout(cfg.grace, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = stats.connections.load(std::sync::atomic::Ordering::Relaxed),
+            "grace period over; cutting the connections still open"
+        );
+    }
+}
+
+async fn accept_error(e: &io::Error) {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            tracing::warn!(error = %e, "accept failed for lack of resources; backing off");
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+        }
+        // The client gave up between SYN and accept: nothing to do.
+        _ => tracing::debug!(error = %e, "accept failed"),
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    ctx: Arc<ConnCtx>,
+    builder: Arc<http1::Builder>,
+    mut stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) {
+    let _conn = ctx.stats.enter(Stage::WaitForHeaders);
+    // Small answers go out at once instead of waiting for Nagle's timer.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY failed");
+    }
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| handler::handle(req, svc_ctx.clone()));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed(), if !stopping => {
+            // Finish the response in flight, then close; idle keep-alive connections close now.
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %ctx.peer, error = %e, "connection ended with an error");
+    }
+}
