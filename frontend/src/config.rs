@@ -16,7 +16,7 @@ pub const EX_USAGE: i32 = 64;
 
 /// khttpd-front: serves static files itself and hands everything dynamic or unknown to a backend.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "khttpd-front", version, about, long_about = None)]
+#[command(name = "khttpd-front", version, about, long_about = None, args_override_self = true)]
 pub struct Args {
     /// TCP port to listen on (kHTTPd's serverport). 0 picks a free port and prints it.
     #[arg(long, env = "KHTTPD_PORT", default_value_t = 80)]

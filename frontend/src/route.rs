@@ -1,11 +1,17 @@
 //! The routing decision (kHTTPd's WaitForHeaders verdict), a pure function of the request, the
 //! configuration and a [`Fs`] view, in the order of DESIGN.md:
 //!
-//! 1. method not GET/HEAD → backend; 2. path decoded and sanitized → 400 on anything suspicious;
-//! 3. dynamic extension or prefix → backend; 4. hidden segment → backend; 5. `.htaccess` at or above
-//! → backend; 6. missing → backend; 7. directory → redirect, index or listing; 8. not a regular file or
-//! refused by the permission bits → backend; 9. symlinks only inside the root; 10. unknown type →
-//! backend unless sloppy; 11. static.
+//! 1. method not GET/HEAD → backend;
+//! 2. path decoded and sanitized → 400 on anything suspicious;
+//! 3. dynamic extension or prefix → backend;
+//! 4. hidden segment → backend;
+//! 5. `.htaccess` at or above → backend;
+//! 6. missing → backend;
+//! 7. directory → redirect, index or listing;
+//! 8. not a regular file, or refused by the permission bits → backend;
+//! 9. symlinks only inside the root;
+//! 10. unknown type → backend unless sloppy;
+//! 11. static.
 //!
 //! Backend routes without a configured backend become errors in [`Route::without_backend`].
 

@@ -31,8 +31,9 @@ pub fn http1_builder(cfg: &Config) -> http1::Builder {
         .keep_alive(true)
         // Field names as nginx and Apache write them; some old tools match them case-sensitively.
         .title_case_headers(true)
-        // Pipelined responses are flushed together, which is what pipelining clients want.
-        .pipeline_flush(true);
+        // Not pipeline_flush: it defers the flush while unread bytes remain, and after a malformed
+        // head the bytes always remain, so hyper's automatic 400/431 would never reach the client.
+        .pipeline_flush(false);
     b
 }
 

@@ -270,10 +270,7 @@ fn open_checked(
         ));
     }
     if now.len != expected.len {
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            "file changed size while being opened",
-        ));
+        return Err(io::Error::other("file changed size while being opened"));
     }
     Ok(f)
 }

@@ -1,0 +1,241 @@
+//! A running `khttpd-front` binary, started and torn down by a test.
+//!
+//! The server is started with `--bind 127.0.0.1 --port 0` (unless a test
+//! says otherwise) so parallel tests never fight over ports; the chosen address is learned from the
+//! `listening on ADDR` line the binary prints on stdout once it has bound.
+//! stdout and stderr go to files (not pipes) so a chatty server can never
+//! block on a full pipe nobody reads, and so failures can quote them.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::process::{exit_code, send_signal};
+
+/// How long the binary gets to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The stdout line announcing the bound address.
+const LISTENING_PREFIX: &str = "listening on ";
+
+/// A running `khttpd-front`; killed when dropped.
+pub struct Front {
+    /// The address the server reported it is listening on.
+    pub addr: SocketAddr,
+    child: Child,
+    /// Still-running-or-not cache: `Some(code)` once the child was reaped.
+    exited: Option<i32>,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+    dir: TempDir,
+}
+
+impl Front {
+    /// Starts the server with `args` after the defaults `--bind 127.0.0.1
+    /// --port 0` (a `--bind`/`--port` in `args` replaces the default one)
+    /// and waits until it listens.
+    /// Panics, quoting stderr, if it exits or does not come up in 10 s.
+    pub fn start(args: &[&str]) -> Front {
+        match Front::try_start(args) {
+            Ok(front) => front,
+            Err((code, stderr)) => panic!(
+                "khttpd-front {args:?} did not start (exit code {code:?}); stderr:\n{stderr}"
+            ),
+        }
+    }
+
+    /// Like [`Front::start`], but a failure to start is returned as the exit
+    /// code (`None` if it hung and was killed; `128 + n` if signal `n` killed
+    /// it) and the captured stderr, for tests that expect the failure.
+    pub fn try_start(args: &[&str]) -> Result<Front, (Option<i32>, String)> {
+        Front::try_start_with_env(args, &[])
+    }
+
+    /// [`Front::try_start`] with extra environment variables (e.g.
+    /// `RUST_LOG`) for the server process.
+    pub fn try_start_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Front, (Option<i32>, String)> {
+        let dir = tempfile::Builder::new()
+            .prefix("khttpd-front-")
+            .tempdir()
+            .expect("creating a temp dir for the server's output");
+        let stdout_path = dir.path().join("stdout.log");
+        let stderr_path = dir.path().join("stderr.log");
+        let stdout = File::create(&stdout_path).expect("creating the stdout capture file");
+        let stderr = File::create(&stderr_path).expect("creating the stderr capture file");
+        let mut command = Command::new(crate::binary("khttpd-front"));
+        // The server reads KHTTPD_* settings from the environment; a value
+        // left in the developer's shell must not change what a test runs.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KHTTPD_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            // Plain text logs, so tests can search stderr for messages.
+            .env("NO_COLOR", "1")
+            .args(default_args(args))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning khttpd-front");
+        let mut front = Front {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+            exited: None,
+            stdout_path,
+            stderr_path,
+            dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(addr) = listening_addr(&front.stdout()) {
+                front.addr = addr;
+                return Ok(front);
+            }
+            if let Some(code) = front.try_exit_code() {
+                return Err((Some(code), front.stderr()));
+            }
+            if Instant::now() >= deadline {
+                front.kill();
+                return Err((None, front.stderr()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Everything the server wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A scratch directory owned by this server instance (holds the output
+    /// captures; tests may put config or fixture files here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`, for messages and Location checks.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a signal such as `libc::SIGTERM` or `libc::SIGHUP`.
+    pub fn signal(&self, signal: libc::c_int) {
+        if self.exited.is_none() {
+            let pid = i32::try_from(self.child.id()).expect("pid fits in i32");
+            send_signal(pid, signal);
+        }
+    }
+
+    /// Kills the server with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if self.exited.is_none() {
+            // An error only means it already exited; wait() tells the rest.
+            let _ = self.child.kill();
+            if let Ok(status) = self.child.wait() {
+                self.exited = Some(exit_code(status));
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the server to exit. Returns its exit code
+    /// (`128 + n` if signal `n` killed it), or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        crate::wait_until(timeout, || self.try_exit_code())
+    }
+
+    /// The exit code if the server has exited, reaping it; never blocks.
+    fn try_exit_code(&mut self) -> Option<i32> {
+        if self.exited.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exited = Some(exit_code(status));
+            }
+        }
+        self.exited
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `--bind 127.0.0.1 --port 0`, less the options `args` sets itself: the
+/// server (clap) rejects an option given twice, so "later wins" cannot be
+/// left to it.
+fn default_args(args: &[&str]) -> Vec<&'static str> {
+    let given = |option: &str| {
+        args.iter()
+            .any(|arg| *arg == option || arg.starts_with(&format!("{option}=")))
+    };
+    let mut defaults = Vec::new();
+    if !given("--bind") {
+        defaults.extend(["--bind", "127.0.0.1"]);
+    }
+    if !given("--port") {
+        defaults.extend(["--port", "0"]);
+    }
+    defaults
+}
+
+/// The address from the first `listening on ADDR` line of `stdout`, once
+/// that line is complete (a half-written line must not be parsed).
+fn listening_addr(stdout: &str) -> Option<SocketAddr> {
+    stdout
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .find_map(|line| line.trim_end().strip_prefix(LISTENING_PREFIX))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_listening_line_among_others() {
+        let out = "khttpd-front 0.1.0\nlistening on 127.0.0.1:43210\nready\n";
+        assert_eq!(
+            listening_addr(out),
+            Some("127.0.0.1:43210".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn explicit_bind_or_port_replaces_the_default() {
+        assert_eq!(
+            default_args(&["--root", "/x"]),
+            ["--bind", "127.0.0.1", "--port", "0"]
+        );
+        assert_eq!(default_args(&["--port", "8080"]), ["--bind", "127.0.0.1"]);
+        assert_eq!(default_args(&["--bind=::1"]), ["--port", "0"]);
+    }
+
+    #[test]
+    fn ignores_an_unfinished_line() {
+        assert_eq!(listening_addr("listening on 127.0.0.1:4321"), None);
+        assert_eq!(listening_addr("starting\n"), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! The one end-to-end test binary: real binaries, real sockets, a real
+//! Apache 2.4 + mod_php. One binary (not one per file) so the harness is
+//! compiled once and all tests share one parallel test runner.
+//!
+//! The test modules live in `tests/e2e/`, not directly in `tests/`: cargo
+//! would build every `tests/*.rs` as a test binary of its own and run each
+//! test twice.
+
+#[path = "e2e/apache_harness.rs"]
+mod apache_harness;
+#[path = "e2e/site.rs"]
+mod site;
+#[path = "e2e/static_files.rs"]
+mod static_files;
+#[path = "e2e/wire.rs"]
+mod wire;

@@ -1,0 +1,394 @@
+//! The static front through the real binary with no backend: headers, validators, ranges, listings
+//! and every routing refusal.
+
+use khttpd_tests::front::Front;
+use khttpd_tests::http::{self, Conn};
+
+use crate::site::{assert_no_leak, big_content, Site, AWKWARD};
+
+fn start(site: &Site) -> Front {
+    Front::start(&["--root", site.root_arg(), "--threads", "2"])
+}
+
+#[test]
+fn index_has_type_validators_and_server_headers() {
+    let site = Site::new();
+    let f = start(&site);
+    let r = http::get(f.addr, "/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(r.header("content-length"), Some("40"));
+    assert_eq!(r.header("server"), Some("khttpd-front"));
+    assert!(r.header("date").is_some());
+    assert!(r.header("last-modified").unwrap().ends_with(" GMT"));
+    let etag = r.header("etag").unwrap();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"),
+        "{etag}"
+    );
+    assert_eq!(r.body, b"<!DOCTYPE html><title>home</title>hello\n");
+    let css = http::get(f.addr, "/style.css?v=3");
+    assert_eq!(css.status, 200, "query strings do not change routing");
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(
+        http::get(f.addr, "/app.js").header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+}
+
+#[test]
+fn head_carries_exactly_gets_headers() {
+    let site = Site::new();
+    let f = start(&site);
+    for path in ["/alphabet.txt", "/awkward/", "/big.bin", "/nope"] {
+        let get = http::get(f.addr, path);
+        let head = http::request(f.addr, "HEAD", path, &[], b"");
+        assert!(head.body.is_empty());
+        let strip = |r: &http::Response| {
+            let mut h: Vec<_> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect();
+            h.sort();
+            h
+        };
+        assert_eq!(get.status, head.status, "{path}");
+        assert_eq!(strip(&get), strip(&head), "{path}");
+    }
+}
+
+#[test]
+fn conditional_requests() {
+    let site = Site::new();
+    let f = start(&site);
+    let r = http::get(f.addr, "/alphabet.txt");
+    let etag = r.header("etag").unwrap().to_owned();
+    let lm = r.header("last-modified").unwrap().to_owned();
+
+    let nm = http::request(
+        f.addr,
+        "GET",
+        "/alphabet.txt",
+        &[("If-None-Match", &etag)],
+        b"",
+    );
+    assert_eq!(nm.status, 304);
+    assert!(nm.body.is_empty());
+    assert_eq!(nm.header("etag"), Some(etag.as_str()));
+    assert_eq!(nm.header("last-modified"), Some(lm.as_str()));
+    assert_eq!(nm.header("cache-control"), Some("no-cache"));
+
+    let ims = http::request(
+        f.addr,
+        "GET",
+        "/alphabet.txt",
+        &[("If-Modified-Since", &lm)],
+        b"",
+    );
+    assert_eq!(ims.status, 304);
+    let old = "Sat, 01 Jan 2000 00:00:00 GMT";
+    assert_eq!(
+        http::request(
+            f.addr,
+            "GET",
+            "/alphabet.txt",
+            &[("If-Modified-Since", old)],
+            b""
+        )
+        .status,
+        200
+    );
+    // RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since.
+    let both = [
+        ("If-None-Match", "\"other\""),
+        ("If-Modified-Since", lm.as_str()),
+    ];
+    assert_eq!(
+        http::request(f.addr, "GET", "/alphabet.txt", &both, b"").status,
+        200
+    );
+
+    assert_eq!(
+        http::request(
+            f.addr,
+            "GET",
+            "/alphabet.txt",
+            &[("If-Match", "\"other\"")],
+            b""
+        )
+        .status,
+        412
+    );
+    assert_eq!(
+        http::request(f.addr, "GET", "/alphabet.txt", &[("If-Match", &etag)], b"").status,
+        200
+    );
+    let ius = http::request(
+        f.addr,
+        "GET",
+        "/alphabet.txt",
+        &[("If-Unmodified-Since", old)],
+        b"",
+    );
+    assert_eq!(ius.status, 412);
+    assert_eq!(ius.header("content-type"), Some("text/html; charset=utf-8"));
+}
+
+#[test]
+fn ranges_single_suffix_multi_and_unsatisfiable() {
+    let site = Site::new();
+    let f = start(&site);
+    let get = |range: &str, extra: &[(&str, &str)]| {
+        let mut h = vec![("Range", range)];
+        h.extend_from_slice(extra);
+        http::request(f.addr, "GET", "/alphabet.txt", &h, b"")
+    };
+    let r = get("bytes=0-4", &[]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 0-4/26"));
+    assert_eq!(r.body, b"abcde");
+    let r = get("bytes=-3", &[]);
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"xyz"[..]));
+    let r = get("bytes=20-", &[]);
+    assert_eq!(r.body, b"uvwxyz");
+
+    // Two ranges far apart in the big file: multipart/byteranges.
+    let big = big_content();
+    let r = http::request(
+        f.addr,
+        "GET",
+        "/big.bin",
+        &[("Range", "bytes=0-9,2000000-2000009")],
+        b"",
+    );
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap().to_owned();
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .expect(&ct);
+    assert_eq!(
+        r.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        r.body.len()
+    );
+    let body = r.body.clone();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains(&format!("--{boundary}\r\n")));
+    assert!(text.contains("Content-Range: bytes 0-9/3145745"));
+    assert!(text.contains("Content-Range: bytes 2000000-2000009/3145745"));
+    assert!(text.ends_with(&format!("--{boundary}--\r\n")));
+    let second = body
+        .windows(10)
+        .position(|w| w == &big[2_000_000..2_000_010])
+        .is_some();
+    assert!(second, "second part carries the right bytes");
+
+    let r = get("bytes=100-200", &[]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */26"));
+
+    // If-Range with a stale validator: the whole file.
+    let r = get("bytes=0-4", &[("If-Range", "\"stale\"")]);
+    assert_eq!((r.status, r.body.len()), (200, 26));
+    let etag = http::get(f.addr, "/alphabet.txt")
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    assert_eq!(get("bytes=0-4", &[("If-Range", &etag)]).status, 206);
+}
+
+#[test]
+fn many_overlapping_ranges_do_not_amplify() {
+    // CVE-2011-3192: "bytes=0-,0-,0-,…" must never multiply the file.
+    let site = Site::new();
+    let f = start(&site);
+    let spec: Vec<String> = (0..500).map(|i| format!("{i}-")).collect();
+    let range = format!("bytes={}", spec.join(","));
+    let r = http::request(f.addr, "GET", "/big.bin", &[("Range", &range)], b"");
+    assert!(
+        r.body.len() <= big_content().len() + 1024,
+        "answer of {} bytes",
+        r.body.len()
+    );
+    let spread: Vec<String> = (0..200)
+        .map(|i| format!("{}-{}", i * 10_000, i * 10_000 + 1))
+        .collect();
+    let r = http::request(
+        f.addr,
+        "GET",
+        "/big.bin",
+        &[("Range", &format!("bytes={}", spread.join(",")))],
+        b"",
+    );
+    assert_eq!(
+        r.status, 200,
+        "more ranges than --max-ranges get the whole file"
+    );
+}
+
+#[test]
+fn large_file_streams_intact() {
+    let site = Site::new();
+    let f = start(&site);
+    let r = http::get(f.addr, "/big.bin");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert!(r.body == big_content(), "3 MiB file differs");
+    let r = http::request(
+        f.addr,
+        "GET",
+        "/big.bin",
+        &[("Range", "bytes=1000000-2500000")],
+        b"",
+    );
+    assert_eq!(r.status, 206);
+    assert!(r.body == big_content()[1_000_000..=2_500_000]);
+}
+
+#[test]
+fn listing_html_escapes_and_json() {
+    let site = Site::new();
+    let f = start(&site);
+    let r = http::get(f.addr, "/awkward/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let html = r.text();
+    assert!(!html.contains("<script>alert"), "names are escaped");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;script&gt;.txt"));
+    assert!(html.contains("href=\"with%20space.txt\""));
+    assert!(html.contains("href=\"100%25.txt\""));
+    assert!(html.contains("href=\"%E6%97%A5%E6%9C%AC%E8%AA%9E.txt\""));
+    assert!(html.contains("href=\"a%26b.txt\""));
+    assert!(!html.contains(".hidden"), "dotfiles are not listed");
+    assert!(html.contains("href=\"../\""));
+    let dir_pos = html
+        .find("href=\"dir%20%3Cx%3E/\"")
+        .expect("directory listed");
+    assert!(
+        dir_pos < html.find("with%20space.txt").unwrap(),
+        "directories first"
+    );
+
+    let j = http::request(
+        f.addr,
+        "GET",
+        "/awkward/",
+        &[("Accept", "application/json")],
+        b"",
+    );
+    assert_eq!(
+        j.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let v: serde_json::Value = serde_json::from_slice(&j.body).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for n in AWKWARD {
+        assert!(names.contains(n), "{n} in {names:?}");
+    }
+    let entry = &v.as_array().unwrap()[0];
+    assert_eq!(entry["type"], "directory");
+    assert!(entry["size"].is_u64() && entry["mtime"].is_string());
+
+    // Every listed link resolves.
+    for n in AWKWARD {
+        let enc: String = n
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let r = http::get(f.addr, &format!("/awkward/{enc}"));
+        assert_eq!((r.status, r.body.as_slice()), (200, n.as_bytes()), "{n}");
+    }
+    assert_eq!(http::get(f.addr, "/emptydir/").status, 200);
+    let off = Front::start(&["--root", site.root_arg(), "--listing", "off"]);
+    assert_eq!(http::get(off.addr, "/awkward/").status, 403);
+}
+
+#[test]
+fn directory_redirect_keeps_query() {
+    let site = Site::new();
+    let f = start(&site);
+    let r = http::get(f.addr, "/sub?a=1&b=2");
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("/sub/?a=1&b=2"));
+    let r = http::get(f.addr, "//escape-dir");
+    assert_ne!(
+        r.header("location"),
+        Some("//escape-dir/"),
+        "never a protocol-relative redirect"
+    );
+}
+
+#[test]
+fn refusals_without_a_backend_never_serve_the_file() {
+    let site = Site::new();
+    let f = start(&site);
+    let cases: &[(&str, u16)] = &[
+        ("/page.php", 502),
+        ("/PAGE.PHP", 502),
+        ("/page.php/extra", 502),
+        ("/ssi.shtml", 502),
+        ("/.env", 403),
+        ("/.git/config", 403),
+        ("/guarded/inside.html", 403),
+        ("/private.html", 403),
+        ("/run.html", 403),
+        ("/pipe.txt", 403),
+        ("/escape.txt", 403),
+        ("/escape-dir/secret.txt", 403),
+        ("/innocent.txt", 502),
+        ("/missing.html", 404),
+    ];
+    for (path, status) in cases {
+        let r = http::get(f.addr, path);
+        assert_eq!(r.status, *status, "{path}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/html; charset=utf-8"),
+            "{path}"
+        );
+        assert_no_leak(path, &r.body);
+    }
+    assert_eq!(http::get(f.addr, "/.well-known/security.txt").status, 200);
+    assert_eq!(
+        http::get(f.addr, "/inside-link.txt").body,
+        b"abcdefghijklmnopqrstuvwxyz"
+    );
+    let unknown = http::get(f.addr, "/data.unknownext");
+    assert_eq!(unknown.status, 200);
+    assert_eq!(
+        unknown.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        http::get(f.addr, "/empty.txt").header("content-length"),
+        Some("0")
+    );
+    assert_eq!(http::get(f.addr, "/only-gz/app.js").status, 404);
+
+    let post = http::request(f.addr, "POST", "/index.html", &[], b"x=1");
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    assert_eq!(
+        http::request(f.addr, "DELETE", "/index.html", &[], b"").status,
+        405
+    );
+    // The FIFO was never opened: the server still answers at once.
+    let mut c = Conn::open(f.addr);
+    assert_eq!(c.request("GET", "/index.html", &[], b"").status, 200);
+    assert!(site.secret.exists());
+}
