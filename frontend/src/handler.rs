@@ -5,7 +5,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CONTENT_LENGTH, HOST, LOCATION, SERVER};
+use http::header::{
+    HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, SERVER, TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
@@ -51,15 +53,12 @@ pub async fn handle(
 }
 
 async fn respond(req: Request<Incoming>, ctx: &ConnCtx) -> (RouteKind, Response<Body>) {
-    // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is answered 400.
-    if req.version() == Version::HTTP_11 && req.headers().get_all(HOST).iter().count() != 1 {
-        return (
-            RouteKind::Error,
-            pages::error(
-                StatusCode::BAD_REQUEST,
-                "HTTP/1.1 requests need exactly one Host header.",
-            ),
-        );
+    if let Some((status, detail)) = framing_error(req.version(), req.headers()) {
+        let mut r = pages::error(status, detail);
+        // The framing of whatever follows on this connection cannot be trusted either.
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return (RouteKind::Error, r);
     }
     let cfg = ctx.config.clone();
     let method = req.method().clone();
@@ -111,6 +110,40 @@ async fn respond(req: Request<Incoming>, ctx: &ConnCtx) -> (RouteKind, Response<
     }
 }
 
+/// Heads a backend could frame differently from us are refused before routing (RFC 9112 §6.1, §6.3):
+/// Content-Length with Transfer-Encoding, a coding other than `chunked`, repeated lengths, and an
+/// HTTP/1.1 request without exactly one Host (§3.2). The byte-level cases are [`crate::head_guard`]'s.
+pub fn framing_error(version: Version, h: &HeaderMap) -> Option<(StatusCode, &'static str)> {
+    if version == Version::HTTP_11 && h.get_all(HOST).iter().count() != 1 {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "HTTP/1.1 requests need exactly one Host header.",
+        ));
+    }
+    let te: Vec<&HeaderValue> = h.get_all(TRANSFER_ENCODING).iter().collect();
+    let cl = h.get_all(CONTENT_LENGTH).iter().count();
+    if !te.is_empty() && cl > 0 {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "Content-Length and Transfer-Encoding together are ambiguous.",
+        ));
+    }
+    if cl > 1 {
+        return Some((StatusCode::BAD_REQUEST, "Content-Length must appear once."));
+    }
+    if te.len() > 1
+        || te
+            .first()
+            .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Some((
+            StatusCode::NOT_IMPLEMENTED,
+            "Only the chunked transfer coding is supported.",
+        ));
+    }
+    None
+}
+
 fn bad_path_detail(e: &crate::path::PathError) -> &'static str {
     use crate::path::PathError::*;
     match e {
@@ -139,4 +172,74 @@ fn internal() -> Response<Body> {
         StatusCode::INTERNAL_SERVER_ERROR,
         pages::default_detail(StatusCode::INTERNAL_SERVER_ERROR),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(version: Version, headers: &[(&str, &str)]) -> Option<u16> {
+        let mut h = HeaderMap::new();
+        for (n, v) in headers {
+            h.append(
+                http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        framing_error(version, &h).map(|(s, _)| s.as_u16())
+    }
+
+    #[test]
+    fn framing_table() {
+        let v11 = Version::HTTP_11;
+        assert_eq!(check(v11, &[("host", "a")]), None);
+        assert_eq!(check(v11, &[]), Some(400));
+        assert_eq!(check(v11, &[("host", "a"), ("host", "b")]), Some(400));
+        assert_eq!(check(Version::HTTP_10, &[]), None);
+        assert_eq!(
+            check(
+                v11,
+                &[
+                    ("host", "a"),
+                    ("content-length", "3"),
+                    ("transfer-encoding", "chunked")
+                ]
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            check(
+                v11,
+                &[
+                    ("host", "a"),
+                    ("content-length", "3"),
+                    ("content-length", "3")
+                ]
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            check(
+                v11,
+                &[("host", "a"), ("transfer-encoding", "gzip, chunked")]
+            ),
+            Some(501)
+        );
+        assert_eq!(
+            check(
+                v11,
+                &[
+                    ("host", "a"),
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked")
+                ]
+            ),
+            Some(501)
+        );
+        assert_eq!(
+            check(v11, &[("host", "a"), ("transfer-encoding", "Chunked")]),
+            None
+        );
+        assert_eq!(check(v11, &[("host", "a"), ("content-length", "10")]), None);
+    }
 }

@@ -3,7 +3,8 @@
 //! The pipeline of one request and where each step lives:
 //! - configuration and flags: [`config`];
 //! - main daemons (one thread, runtime and `SO_REUSEPORT` listener per core): [`daemon`];
-//! - accept and WaitForHeaders (hyper, header deadline, head size limit): [`server`];
+//! - accept and WaitForHeaders (hyper, header deadline, head size limit): [`server`], with
+//!   [`head_guard`] refusing framing a backend could read differently;
 //! - the request's way through the stages and the counters: [`handler`], [`stats`];
 //! - routing (pure): path decoding [`path`], the verdict [`route`] over the [`fs`] view;
 //! - DataSending: preconditions [`conditional`], ranges [`range`], files [`static_file`],
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod directory;
 pub mod fs;
 pub mod handler;
+pub mod head_guard;
 pub mod listing;
 pub mod pages;
 pub mod path;

@@ -641,6 +641,52 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// For any request path, the resolver's answer is inside the canonical root or not a file
+        /// at all (an error, a redirect or the backend), whatever symlinks the site holds.
+        #[test]
+        fn resolved_paths_stay_inside_the_root(
+            segs in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("..".to_owned()),
+                    proptest::strategy::Just("%2e%2e".to_owned()),
+                    proptest::strategy::Just("out".to_owned()),
+                    proptest::strategy::Just("in".to_owned()),
+                    proptest::strategy::Just("a.html".to_owned()),
+                    proptest::strategy::Just("%2f".to_owned()),
+                    proptest::strategy::Just(".".to_owned()),
+                    proptest::strategy::Just("".to_owned()),
+                    "[a-z%./\\\\]{0,6}",
+                ],
+                0..6,
+            ),
+            slash in proptest::bool::ANY,
+        ) {
+            let s = fixture();
+            let mut raw = String::from("/");
+            raw.push_str(&segs.join("/"));
+            if slash { raw.push('/'); }
+            match s.get(&raw) {
+                Route::Static(f) => proptest::prop_assert!(f.path.starts_with(&s.cfg.root), "{raw} -> {:?}", f.path),
+                Route::Listing(d) => proptest::prop_assert!(d.path.starts_with(&s.cfg.root), "{raw} -> {:?}", d.path),
+                _ => {}
+            }
+        }
+    }
+
+    /// One site for the property test: symlinks out of the root and back in, built once.
+    fn fixture() -> &'static Site {
+        static SITE: std::sync::OnceLock<Site> = std::sync::OnceLock::new();
+        SITE.get_or_init(|| {
+            let s = Site::new(&[]);
+            s.file("a.html", 0o644).file("in/a.html", 0o644);
+            fs::write(s.dir.path().join("a.html"), b"outside").unwrap();
+            symlink(s.dir.path(), s.cfg.root.join("out")).unwrap();
+            symlink(s.cfg.root.join("in"), s.cfg.root.join("in/in")).unwrap_or(());
+            s
+        })
+    }
+
     #[test]
     fn without_backend_never_serves() {
         use BackendReason::*;

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::handler::{self, ConnCtx};
+use crate::head_guard::HeadGuard;
 use crate::stats::{DaemonStats, Stage};
 
 /// How long the accept loop pauses after EMFILE and similar errors instead of spinning on them.
@@ -102,7 +103,8 @@ async fn serve(
     }
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| handler::handle(req, svc_ctx.clone()));
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(HeadGuard::new(stream, ctx.config.max_head_size));
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let stopping = *stop.borrow();
     if stopping {

@@ -287,3 +287,37 @@ fn not_root() -> bool {
         .expect("running id -u");
     String::from_utf8_lossy(&out.stdout).trim() != "0"
 }
+
+/// Requests a backend could frame differently, each of which must be refused and its connection closed.
+pub const SMUGGLING: &[(&str, &[u8])] = &[
+    ("bare LF", b"GET /alphabet.txt HTTP/1.1\nHost: a\n\n"),
+    ("bare LF in a header", b"POST /x.php HTTP/1.1\r\nHost: a\nContent-Length: 0\r\n\r\n"),
+    ("CL and TE", b"POST /x.php HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("TE not chunked", b"POST /x.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+    ("TE twice", b"POST /x.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("TE identity", b"POST /x.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n"),
+    ("CL twice", b"POST /x.php HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"),
+    ("CL differing", b"POST /x.php HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+    ("CL signed", b"POST /x.php HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc"),
+    ("obs-fold", b"POST /x.php HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\nContent-Length: 0\r\n\r\n"),
+    ("chunk-size overflow", b"POST /x.php HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\nabc\r\n0\r\n\r\n"),
+    ("no Host", b"POST /x.php HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+    ("two Hosts", b"POST /x.php HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 0\r\n\r\n"),
+];
+
+#[test]
+fn smuggling_attempts_are_refused_and_closed() {
+    let site = Site::new();
+    let f = start(&site, &[]);
+    for (name, req) in SMUGGLING {
+        let mut c = Conn::open(f.addr);
+        c.send(req);
+        let raw = c.read_to_end();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            text.starts_with("HTTP/1.1 400") || text.starts_with("HTTP/1.1 501"),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(http::get(f.addr, "/alphabet.txt").status, 200);
+}

@@ -1,0 +1,438 @@
+//! A byte-level guard in front of hyper against framing that a backend could read differently.
+//!
+//! hyper (through httparse) accepts a bare LF as a line end and reports an overflowing chunk size only
+//! while the body streams, after the head has been handed to the service (and so to the backend).
+//! Header-level ambiguity (Content-Length with Transfer-Encoding, duplicate lengths, other codings) is
+//! refused by the handler, which sees the parsed head; this guard covers the rest. It follows the
+//! client's bytes with a small framing tracker (head, fixed-length body, chunked body) and, at the first
+//! violation, *poisons* the stream: it overwrites one byte with DEL (0x7f), a byte no part of an
+//! HTTP/1.1 head or chunk line may hold. If the offending request's head is still in the same read,
+//! the head's first byte is poisoned, so hyper answers 400 and closes before any service runs; otherwise
+//! the offending byte is, and hyper ends the connection. After a head that asks for an upgrade the guard
+//! stands aside, since the rest may be another protocol.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The byte that makes hyper refuse whatever it lands in.
+const POISON: u8 = 0x7f;
+
+/// Wraps a client connection.
+#[derive(Debug)]
+pub struct HeadGuard<T> {
+    inner: T,
+    scan: Scanner,
+}
+
+impl<T> HeadGuard<T> {
+    /// Guards `inner`; heads longer than `max_head` are left to hyper's own limit.
+    pub fn new(inner: T, max_head: usize) -> HeadGuard<T> {
+        HeadGuard {
+            inner,
+            scan: Scanner::new(max_head),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            this.scan.feed(&mut buf.filled_mut()[before..]);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a head; `prev` is the byte before, for the CR check.
+    Head,
+    /// `n` body bytes to skip.
+    Body(u64),
+    /// Hex digits of a chunk size so far.
+    ChunkSize {
+        digits: u8,
+    },
+    /// Chunk extensions up to CR.
+    ChunkExt,
+    /// After the CR of a chunk-size line; `last` when the size was zero.
+    ChunkSizeLf {
+        last: bool,
+        size: u64,
+    },
+    /// Chunk data still to skip.
+    ChunkData(u64),
+    /// CR then LF after chunk data.
+    ChunkDataCr,
+    ChunkDataLf,
+    /// Trailer section; `line_empty` while the current line has no byte yet.
+    Trailer {
+        line_empty: bool,
+    },
+    /// Not following any more (upgrade, poisoned, or something hyper will refuse anyway).
+    Aside,
+}
+
+/// The framing tracker, separate from I/O so it can be tested on byte strings.
+#[derive(Debug)]
+pub struct Scanner {
+    state: State,
+    prev: u8,
+    head: Vec<u8>,
+    max_head: usize,
+    chunk_size: u64,
+}
+
+impl Scanner {
+    /// A tracker at the start of a connection.
+    pub fn new(max_head: usize) -> Scanner {
+        Scanner {
+            state: State::Head,
+            prev: 0,
+            head: Vec::new(),
+            max_head,
+            chunk_size: 0,
+        }
+    }
+
+    /// Whether the tracker gave up following (after poisoning or an upgrade).
+    pub fn is_aside(&self) -> bool {
+        self.state == State::Aside
+    }
+
+    /// Follows `bytes` just read from the client, poisoning them on the first violation.
+    pub fn feed(&mut self, bytes: &mut [u8]) {
+        // Where the current request's head starts in `bytes`, if it starts in this read.
+        let mut head_start: Option<usize> = if self.state == State::Head && !self.head.is_empty() {
+            None
+        } else {
+            Some(0)
+        };
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                State::Aside => return,
+                State::Head => {
+                    if self.head.is_empty() && (b == b'\r' || b == b'\n') {
+                        // Empty lines before a request line are tolerated (RFC 9112 §2.2).
+                        head_start = Some(i + 1);
+                        i += 1;
+                        continue;
+                    }
+                    if b == b'\n' && self.prev != b'\r' {
+                        return self.poison(bytes, head_start.unwrap_or(i));
+                    }
+                    self.head.push(b);
+                    if self.head.len() > self.max_head {
+                        // hyper answers 431 on its own.
+                        self.state = State::Aside;
+                        return;
+                    }
+                    if self.head.ends_with(b"\r\n\r\n") {
+                        match self.after_head() {
+                            Ok(State::Head) => {
+                                self.state = State::Head;
+                                head_start = Some(i + 1);
+                            }
+                            Ok(next) => self.state = next,
+                            Err(()) => return self.poison(bytes, head_start.unwrap_or(i)),
+                        }
+                        self.head.clear();
+                    }
+                }
+                State::Body(n) => {
+                    let take = n.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.state = if n == take {
+                        State::Head
+                    } else {
+                        State::Body(n - take)
+                    };
+                    head_start = Some(i);
+                    self.prev = 0;
+                    continue;
+                }
+                State::ChunkSize { digits } => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        // More than 15 hex digits cannot be a real chunk and overflows some parsers.
+                        if digits >= 15 {
+                            return self.poison(bytes, head_start.unwrap_or(i));
+                        }
+                        self.chunk_size = self.chunk_size << 4 | u64::from(hex(b));
+                        self.state = State::ChunkSize { digits: digits + 1 };
+                    }
+                    b';' | b' ' | b'\t' if digits > 0 => self.state = State::ChunkExt,
+                    b'\r' if digits > 0 => {
+                        self.state = State::ChunkSizeLf {
+                            last: self.chunk_size == 0,
+                            size: self.chunk_size,
+                        }
+                    }
+                    _ => return self.poison(bytes, head_start.unwrap_or(i)),
+                },
+                State::ChunkExt => match b {
+                    b'\r' => {
+                        self.state = State::ChunkSizeLf {
+                            last: self.chunk_size == 0,
+                            size: self.chunk_size,
+                        }
+                    }
+                    b'\n' => return self.poison(bytes, head_start.unwrap_or(i)),
+                    _ => {}
+                },
+                State::ChunkSizeLf { last, size } => {
+                    if b != b'\n' {
+                        return self.poison(bytes, head_start.unwrap_or(i));
+                    }
+                    self.chunk_size = 0;
+                    self.state = if last {
+                        State::Trailer { line_empty: true }
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = n.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.state = if n == take {
+                        State::ChunkDataCr
+                    } else {
+                        State::ChunkData(n - take)
+                    };
+                    continue;
+                }
+                State::ChunkDataCr => {
+                    if b != b'\r' {
+                        return self.poison(bytes, head_start.unwrap_or(i));
+                    }
+                    self.state = State::ChunkDataLf;
+                }
+                State::ChunkDataLf => {
+                    if b != b'\n' {
+                        return self.poison(bytes, head_start.unwrap_or(i));
+                    }
+                    self.state = State::ChunkSize { digits: 0 };
+                }
+                State::Trailer { line_empty } => match b {
+                    b'\n' if self.prev != b'\r' => {
+                        return self.poison(bytes, head_start.unwrap_or(i))
+                    }
+                    b'\n' if line_empty => {
+                        self.state = State::Head;
+                        head_start = Some(i + 1);
+                    }
+                    b'\n' => self.state = State::Trailer { line_empty: true },
+                    b'\r' => {}
+                    _ => self.state = State::Trailer { line_empty: false },
+                },
+            }
+            self.prev = b;
+            i += 1;
+        }
+    }
+
+    fn poison(&mut self, bytes: &mut [u8], at: usize) {
+        if let Some(b) = bytes.get_mut(at) {
+            *b = POISON;
+        }
+        self.state = State::Aside;
+    }
+
+    /// Decides the framing of the body after a complete head. Err: poison (ambiguous framing).
+    fn after_head(&mut self) -> Result<State, ()> {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&self.head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            // hyper will refuse the same bytes with its own 400 or 431.
+            _ => return Ok(State::Aside),
+        }
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let mut upgrade = req.method == Some("CONNECT");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let v = std::str::from_utf8(h.value).map_err(|_| ())?.trim();
+                if !v.bytes().all(|c| c.is_ascii_digit()) || v.is_empty() || length.is_some() {
+                    return Err(());
+                }
+                length = Some(v.parse().map_err(|_| ())?);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(());
+                }
+                chunked = true;
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        if upgrade {
+            return Ok(State::Aside);
+        }
+        match (length, chunked) {
+            (Some(_), true) => Err(()),
+            (_, true) => {
+                self.chunk_size = 0;
+                Ok(State::ChunkSize { digits: 0 })
+            }
+            (Some(0) | None, false) => Ok(State::Head),
+            (Some(n), false) => Ok(State::Body(n)),
+        }
+    }
+}
+
+fn hex(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `step` bytes; returns the bytes as hyper would see them.
+    fn run(input: &[u8], step: usize) -> (Vec<u8>, bool) {
+        let mut s = Scanner::new(16384);
+        let mut out = input.to_vec();
+        for chunk in out.chunks_mut(step) {
+            s.feed(chunk);
+        }
+        let poisoned = out.contains(&POISON);
+        (out, poisoned)
+    }
+
+    fn clean(input: &[u8]) {
+        for step in [1, 3, 7, input.len()] {
+            let (out, poisoned) = run(input, step);
+            assert!(
+                !poisoned,
+                "step {step}: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+
+    fn poisoned(input: &[u8]) {
+        for step in [1, 5, input.len()] {
+            assert!(
+                run(input, step).1,
+                "step {step}: {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn well_formed_traffic_is_untouched() {
+        clean(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+        clean(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\na\nb\ncGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        clean(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\na\nb\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        clean(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    #[test]
+    fn bare_lf_in_a_head_poisons_its_first_byte() {
+        poisoned(b"GET / HTTP/1.1\nHost: a\n\n");
+        poisoned(b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n");
+        let (out, _) = run(b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 1000);
+        assert_eq!(
+            out[0], POISON,
+            "the head's first byte, so hyper answers 400 before routing"
+        );
+        // The second request of a pipeline.
+        let (out, p) = run(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\nHost: a\n\n",
+            1000,
+        );
+        assert!(p);
+        assert_eq!(out[0], b'G');
+        assert_eq!(out[27], POISON);
+    }
+
+    #[test]
+    fn ambiguous_lengths_poison() {
+        poisoned(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        poisoned(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        poisoned(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc");
+        poisoned(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        );
+        poisoned(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    }
+
+    #[test]
+    fn bad_chunks_poison() {
+        poisoned(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\nabc\r\n0\r\n\r\n");
+        poisoned(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+        );
+        poisoned(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n");
+        poisoned(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\r\n",
+        );
+        // In one read, the head itself is poisoned so the request never reaches a service.
+        let (out, _) = run(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\n", 1000);
+        assert_eq!(out[0], POISON);
+    }
+
+    #[test]
+    fn upgrades_are_left_alone() {
+        let mut s = Scanner::new(16384);
+        let mut b = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello\n\n".to_vec();
+        s.feed(&mut b);
+        assert!(s.is_aside());
+        assert!(!b.contains(&POISON));
+    }
+
+    proptest::proptest! {
+        /// Any bytes: never a panic, and well-formed heads before them stay untouched.
+        #[test]
+        fn never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512), step in 1usize..64) {
+            let mut s = Scanner::new(256);
+            let mut d = data.clone();
+            for c in d.chunks_mut(step) { s.feed(c); }
+        }
+    }
+}
