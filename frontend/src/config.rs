@@ -71,9 +71,23 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_THREADS", default_value_t = 0)]
     pub threads: usize,
 
-    /// Seconds a client has to send a complete request head (slowloris defence).
+    /// Seconds a client has to send a complete request head, from the connection's start or the
+    /// head's first byte (slowloris defence).
     #[arg(long, env = "KHTTPD_HEADER_TIMEOUT", default_value_t = 20.0, value_parser = parse_secs)]
     pub header_timeout: f64,
+
+    /// Seconds an idle keep-alive connection waits for its next request.
+    #[arg(long, env = "KHTTPD_KEEPALIVE_TIMEOUT", default_value_t = 15.0, value_parser = parse_secs)]
+    pub keepalive_timeout: f64,
+
+    /// Seconds a request body may stall (no byte while the server waits) before the connection is
+    /// closed (slow POST defence).
+    #[arg(long, env = "KHTTPD_BODY_TIMEOUT", default_value_t = 60.0, value_parser = parse_secs)]
+    pub body_timeout: f64,
+
+    /// Seconds a response may stall (client not reading) before the connection is closed (slow read).
+    #[arg(long, env = "KHTTPD_SEND_TIMEOUT", default_value_t = 60.0, value_parser = parse_secs)]
+    pub send_timeout: f64,
 
     /// Largest request head in bytes (request line plus headers); larger heads get 431.
     #[arg(long, env = "KHTTPD_MAX_HEAD_SIZE", default_value_t = 16384)]
@@ -189,6 +203,12 @@ pub struct Config {
     pub threads: usize,
     /// Deadline for a complete request head.
     pub header_timeout: Duration,
+    /// Idle time allowed between keep-alive requests.
+    pub keepalive_timeout: Duration,
+    /// Longest stall of a request body.
+    pub body_timeout: Duration,
+    /// Longest stall of a response write.
+    pub send_timeout: Duration,
     /// Largest request head accepted.
     pub max_head_size: usize,
     /// Most ranges in a multipart answer.
@@ -282,6 +302,9 @@ impl TryFrom<Args> for Config {
             perm_forbid: a.perm_forbid,
             threads,
             header_timeout: Duration::from_secs_f64(a.header_timeout),
+            keepalive_timeout: Duration::from_secs_f64(a.keepalive_timeout),
+            body_timeout: Duration::from_secs_f64(a.body_timeout),
+            send_timeout: Duration::from_secs_f64(a.send_timeout),
             max_head_size: a.max_head_size,
             max_ranges: a.max_ranges,
             chunk_size: a.chunk_size,

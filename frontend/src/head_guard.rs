@@ -10,29 +10,119 @@
 //! the head's first byte is poisoned, so hyper answers 400 and closes before any service runs; otherwise
 //! the offending byte is, and hyper ends the connection. After a head that asks for an upgrade the guard
 //! stands aside, since the rest may be another protocol.
+//!
+//! Since it sees where heads and bodies begin, the guard also keeps kHTTPd's missing deadlines: a head
+//! must be complete within `header` of the connection's start or of its own first byte (slowloris), a
+//! body may not stall longer than `body` while the server waits for it (slow POST), and a response
+//! write may not stall longer than `send` (slow read). Idle time between keep-alive requests is left to
+//! hyper's header timer, which starts only once the previous response is written.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::future::Future;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 /// The byte that makes hyper refuse whatever it lands in.
 const POISON: u8 = 0x7f;
+
+/// The guard's deadlines.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A complete head, from the connection's start or the head's first byte.
+    pub header: Duration,
+    /// Longest stall of a request body while the server waits for it.
+    pub body: Duration,
+    /// Longest stall of a response write.
+    pub send: Duration,
+}
 
 /// Wraps a client connection.
 #[derive(Debug)]
 pub struct HeadGuard<T> {
     inner: T,
     scan: Scanner,
+    timeouts: Timeouts,
+    /// Absolute deadline of the head being read, or stall deadline of the body.
+    read_timer: Option<Pin<Box<Sleep>>>,
+    read_timer_for_head: bool,
+    write_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> HeadGuard<T> {
     /// Guards `inner`; heads longer than `max_head` are left to hyper's own limit.
-    pub fn new(inner: T, max_head: usize) -> HeadGuard<T> {
+    pub fn new(inner: T, max_head: usize, timeouts: Timeouts) -> HeadGuard<T> {
         HeadGuard {
             inner,
             scan: Scanner::new(max_head),
+            timeouts,
+            // The first head is due `header` after the connection is accepted.
+            read_timer: Some(Box::pin(tokio::time::sleep(timeouts.header))),
+            read_timer_for_head: true,
+            write_timer: None,
+        }
+    }
+
+    fn arm_read(&mut self, after: Duration, for_head: bool) {
+        let at = Instant::now() + after;
+        match &mut self.read_timer {
+            Some(t) => t.as_mut().reset(at),
+            None => self.read_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.read_timer_for_head = for_head;
+    }
+
+    /// Keeps the read deadline in step with the framing after `feed`.
+    fn after_read(&mut self) {
+        match self.scan.phase() {
+            Phase::Head if !self.read_timer_for_head || self.read_timer.is_none() => {
+                self.arm_read(self.timeouts.header, true)
+            }
+            Phase::Head => {}
+            Phase::Idle | Phase::Body | Phase::Aside => self.read_timer = None,
+        }
+    }
+
+    fn read_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.scan.phase() == Phase::Body && self.read_timer.is_none() {
+            self.arm_read(self.timeouts.body, false);
+        }
+        match &mut self.read_timer {
+            Some(t) => t.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+
+    fn write_result<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match r {
+            Poll::Pending => {
+                if self.write_timer.is_none() {
+                    self.write_timer = Some(Box::pin(tokio::time::sleep(self.timeouts.send)));
+                }
+                let expired = self
+                    .write_timer
+                    .as_mut()
+                    .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                if expired {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client stopped reading (send timeout)",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.write_timer = None;
+                ready
+            }
         }
     }
 }
@@ -45,11 +135,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            this.scan.feed(&mut buf.filled_mut()[before..]);
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.scan.feed(&mut buf.filled_mut()[before..]);
+                this.after_read();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.read_expired(cx) => {
+                let what = if this.read_timer_for_head {
+                    "request head not complete in time (header timeout)"
+                } else {
+                    "request body stalled (body timeout)"
+                };
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
+            }
+            other => other,
         }
-        r
     }
 }
 
@@ -59,10 +160,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.write_result(cx, r)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.write_result(cx, r)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
@@ -72,11 +175,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.write_result(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
+}
+
+/// Where the connection is in its request stream, for the deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests, after at least one: hyper's keep-alive timer applies.
+    Idle,
+    /// Reading a head (or waiting for the first one).
+    Head,
+    /// Reading a body.
+    Body,
+    /// Not following (upgrade or poisoned).
+    Aside,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +234,7 @@ pub struct Scanner {
     head: Vec<u8>,
     max_head: usize,
     chunk_size: u64,
+    heads_done: u64,
 }
 
 impl Scanner {
@@ -128,6 +246,17 @@ impl Scanner {
             head: Vec::new(),
             max_head,
             chunk_size: 0,
+            heads_done: 0,
+        }
+    }
+
+    /// The phase for the deadlines.
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::Head if self.head.is_empty() && self.heads_done > 0 => Phase::Idle,
+            State::Head => Phase::Head,
+            State::Aside => Phase::Aside,
+            _ => Phase::Body,
         }
     }
 
@@ -166,6 +295,7 @@ impl Scanner {
                         return;
                     }
                     if self.head.ends_with(b"\r\n\r\n") {
+                        self.heads_done += 1;
                         match self.after_head() {
                             Ok(State::Head) => {
                                 self.state = State::Head;

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::handler::{self, ConnCtx};
-use crate::head_guard::HeadGuard;
+use crate::head_guard::{HeadGuard, Timeouts};
 use crate::stats::{DaemonStats, Stage};
 
 /// How long the accept loop pauses after EMFILE and similar errors instead of spinning on them.
@@ -27,7 +27,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub fn http1_builder(cfg: &Config) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_timeout)
+        // hyper's timer starts once the previous response is written, so it bounds the idle time
+        // between keep-alive requests; the head guard bounds each head from its first byte.
+        .header_read_timeout(cfg.keepalive_timeout)
         .max_buf_size(cfg.max_head_size)
         .keep_alive(true)
         // Field names as nginx and Apache write them; some old tools match them case-sensitively.
@@ -103,7 +105,12 @@ async fn serve(
     }
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| handler::handle(req, svc_ctx.clone()));
-    let io = TokioIo::new(HeadGuard::new(stream, ctx.config.max_head_size));
+    let timeouts = Timeouts {
+        header: ctx.config.header_timeout,
+        body: ctx.config.body_timeout,
+        send: ctx.config.send_timeout,
+    };
+    let io = TokioIo::new(HeadGuard::new(stream, ctx.config.max_head_size, timeouts));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let stopping = *stop.borrow();

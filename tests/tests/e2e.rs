@@ -8,6 +8,8 @@
 
 #[path = "e2e/apache_harness.rs"]
 mod apache_harness;
+#[path = "e2e/limits.rs"]
+mod limits;
 #[path = "e2e/site.rs"]
 mod site;
 #[path = "e2e/static_files.rs"]

@@ -1,0 +1,107 @@
+//! kHTTPd had no timeouts, so idle clients used up maxconnect. These tests hold the real binary to
+//! each deadline: slowloris heads, idle keep-alive, stalled bodies and clients that stop reading.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use khttpd_tests::front::Front;
+use khttpd_tests::http::{self, Conn};
+
+use crate::site::Site;
+
+fn start(site: &Site, extra: &[&str]) -> Front {
+    let mut args = vec!["--root", site.root_arg(), "--threads", "1"];
+    args.extend_from_slice(extra);
+    Front::start(&args)
+}
+
+/// Reads until EOF or error; returns how long that took and what arrived.
+fn wait_closed(s: &mut TcpStream, limit: Duration) -> (Duration, Vec<u8>) {
+    let started = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (started.elapsed(), got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn slowloris_trickle_is_cut_at_the_header_timeout() {
+    let site = Site::new();
+    let f = start(
+        &site,
+        &["--header-timeout", "1", "--keepalive-timeout", "30"],
+    );
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    let started = Instant::now();
+    // One byte every 200 ms never completes a head; each byte is "progress", but the deadline is absolute.
+    let mut closed_after = None;
+    for b in b"GET /alphabet.txt HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        if s.write_all(&[*b]).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    let elapsed = closed_after
+        .unwrap_or_else(|| wait_closed(&mut s, Duration::from_secs(5)).0 + started.elapsed());
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "trickling client kept for {elapsed:?}"
+    );
+    assert_eq!(http::get(f.addr, "/alphabet.txt").status, 200);
+}
+
+#[test]
+fn idle_keep_alive_is_closed_at_the_keepalive_timeout() {
+    let site = Site::new();
+    let f = start(
+        &site,
+        &["--keepalive-timeout", "1", "--header-timeout", "30"],
+    );
+    let mut c = Conn::open(f.addr);
+    assert_eq!(c.request("GET", "/alphabet.txt", &[], b"").status, 200);
+    let started = Instant::now();
+    assert!(
+        c.is_closed_within(Duration::from_secs(4)),
+        "idle keep-alive connection stays open"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    let site = Site::new();
+    let f = start(&site, &["--send-timeout", "1"]);
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    // Ask for the 3 MiB file many times over and read nothing: socket buffers fill, writes stall.
+    let mut req = Vec::new();
+    for _ in 0..8 {
+        req.extend_from_slice(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+    s.write_all(&req).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, got) = wait_closed(&mut s, Duration::from_secs(5));
+    let total = 8 * crate::site::big_content().len();
+    assert!(
+        got.len() < total,
+        "the server kept sending to a client that stopped reading"
+    );
+    assert_eq!(
+        http::get(f.addr, "/alphabet.txt").status,
+        200,
+        "others are still served"
+    );
+}
