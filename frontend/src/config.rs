@@ -109,6 +109,11 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_GRACE", default_value_t = 30.0, value_parser = parse_secs)]
     pub grace: f64,
 
+    /// Most connections open at once over all main daemons (kHTTPd's maxconnect); past it a new
+    /// connection is answered 503 and closed at once, never left waiting in the backlog.
+    #[arg(long, env = "KHTTPD_MAXCONNECT", default_value_t = 16384)]
+    pub maxconnect: usize,
+
     /// Listen backlog of each main daemon's socket.
     #[arg(long, env = "KHTTPD_BACKLOG", default_value_t = 1024)]
     pub backlog: i32,
@@ -221,6 +226,8 @@ pub struct Config {
     pub grace: Duration,
     /// Listen backlog.
     pub backlog: i32,
+    /// Most open connections.
+    pub maxconnect: usize,
 }
 
 /// Why a configuration was refused: one line for the operator.
@@ -311,6 +318,7 @@ impl TryFrom<Args> for Config {
             cache_control,
             grace: Duration::from_secs_f64(a.grace),
             backlog: a.backlog.max(16),
+            maxconnect: a.maxconnect.max(1),
         })
     }
 }

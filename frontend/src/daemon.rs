@@ -11,7 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::server;
+use crate::server::{self, OpenConnections};
 use crate::stats::DaemonStats;
 
 /// Why the listeners could not be opened, phrased for the operator.
@@ -59,6 +59,8 @@ pub struct Daemons {
     stop: watch::Sender<bool>,
     /// Each daemon's counters, in daemon order.
     pub stats: Vec<Arc<DaemonStats>>,
+    /// Connections open over all daemons.
+    pub open: Arc<OpenConnections>,
 }
 
 /// Starts one main daemon per listener.
@@ -66,20 +68,23 @@ pub fn start(listeners: Vec<TcpListener>, cfg: Arc<Config>) -> io::Result<Daemon
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(listeners.len());
     let mut stats = Vec::with_capacity(listeners.len());
+    let open = Arc::new(OpenConnections::default());
     for (i, l) in listeners.into_iter().enumerate() {
         let s = Arc::new(DaemonStats::default());
         stats.push(s.clone());
         let cfg = cfg.clone();
         let stop_rx = stop_rx.clone();
+        let open = open.clone();
         let t = std::thread::Builder::new()
             .name(format!("khttpd-main-{i}"))
-            .spawn(move || run_daemon(l, cfg, s, stop_rx))?;
+            .spawn(move || run_daemon(l, cfg, s, open, stop_rx))?;
         threads.push(t);
     }
     Ok(Daemons {
         threads,
         stop,
         stats,
+        open,
     })
 }
 
@@ -87,6 +92,7 @@ fn run_daemon(
     l: TcpListener,
     cfg: Arc<Config>,
     stats: Arc<DaemonStats>,
+    open: Arc<OpenConnections>,
     stop: watch::Receiver<bool>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -101,7 +107,7 @@ fn run_daemon(
     };
     rt.block_on(async move {
         match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => server::accept_loop(l, cfg, stats, stop).await,
+            Ok(l) => server::accept_loop(l, cfg, stats, open, stop).await,
             Err(e) => tracing::error!(error = %e, "cannot register the listener"),
         }
     });

@@ -35,6 +35,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE as u8);
         }
     };
+    // Every connection is a descriptor: take the whole hard limit, as nginx's worker_rlimit_nofile does.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-files limit raised"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let listeners = match daemon::bind(&config) {
         Ok(l) => l,
         Err(e) => {

@@ -6,19 +6,62 @@
 //! in-flight response and close, and the daemon waits for them up to the grace period.
 
 use std::io;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::FutureExt;
+use http::StatusCode;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::handler::{self, ConnCtx};
 use crate::head_guard::{HeadGuard, Timeouts};
+use crate::pages;
 use crate::stats::{DaemonStats, Stage};
+
+/// The answer past maxconnect: short, complete, and closing.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 43\r\nRetry-After: 1\r\nConnection: close\r\n\r\nToo many connections (maxconnect); retry.\r\n";
+
+/// How long a turned-away client gets to read the 503 before the socket closes.
+const BUSY_LINGER: Duration = Duration::from_secs(1);
+
+/// Connections open over all main daemons, for maxconnect: one atomic at accept and close only.
+#[derive(Debug, Default)]
+pub struct OpenConnections(AtomicUsize);
+
+impl OpenConnections {
+    /// Takes a slot unless `max` are open.
+    fn try_acquire(self: &Arc<Self>, max: usize) -> Option<Slot> {
+        if self.0.fetch_add(1, Ordering::AcqRel) >= max {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(self.clone()))
+    }
+
+    /// Connections open now.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One open connection's share of maxconnect.
+struct Slot(Arc<OpenConnections>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// How long the accept loop pauses after EMFILE and similar errors instead of spinning on them.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -45,6 +88,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     cfg: Arc<Config>,
     stats: Arc<DaemonStats>,
+    open: Arc<OpenConnections>,
     mut stop: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(http1_builder(&cfg));
@@ -58,8 +102,12 @@ pub async fn accept_loop(
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = open.try_acquire(cfg.maxconnect) else {
+                        tokio::spawn(turn_away(stream));
+                        continue;
+                    };
                     let ctx = Arc::new(ConnCtx { config: cfg.clone(), stats: stats.clone(), peer });
-                    let conn = serve(stream, ctx, builder.clone(), stop.clone(), alive_tx.clone());
+                    let conn = serve(stream, ctx, builder.clone(), stop.clone(), (alive_tx.clone(), slot));
                     tokio::spawn(conn);
                 }
                 Err(e) => accept_error(&e).await,
@@ -91,12 +139,24 @@ async fn accept_error(e: &io::Error) {
     }
 }
 
+/// Past maxconnect: a 503 written at once, then the socket closed after a short linger so the client
+/// can read it (closing with unread request bytes would reset the connection and lose the answer).
+async fn turn_away(mut stream: TcpStream) {
+    let _ = stream.try_write(BUSY);
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(BUSY_LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 async fn serve(
     stream: TcpStream,
     ctx: Arc<ConnCtx>,
     builder: Arc<http1::Builder>,
     mut stop: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
+    _alive: (mpsc::Sender<()>, Slot),
 ) {
     let _conn = ctx.stats.enter(Stage::WaitForHeaders);
     // Small answers go out at once instead of waiting for Nagle's timer.
@@ -104,7 +164,25 @@ async fn serve(
         tracing::debug!(error = %e, "TCP_NODELAY failed");
     }
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| handler::handle(req, svc_ctx.clone()));
+    let service = service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        async move {
+            // A panic while handling one request answers 500 on that request only.
+            match AssertUnwindSafe(handler::handle(req, ctx))
+                .catch_unwind()
+                .await
+            {
+                Ok(answer) => answer,
+                Err(_) => {
+                    tracing::error!("panic while handling a request; answered 500");
+                    Ok(pages::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        pages::default_detail(StatusCode::INTERNAL_SERVER_ERROR),
+                    ))
+                }
+            }
+        }
+    });
     let timeouts = Timeouts {
         header: ctx.config.header_timeout,
         body: ctx.config.body_timeout,

@@ -105,3 +105,35 @@ fn client_that_stops_reading_is_dropped_after_the_send_timeout() {
         "others are still served"
     );
 }
+
+#[test]
+fn maxconnect_turns_extra_connections_away_at_once() {
+    let site = Site::new();
+    let f = start(&site, &["--maxconnect", "2", "--threads", "2"]);
+    let mut a = Conn::open(f.addr);
+    let mut b = Conn::open(f.addr);
+    assert_eq!(a.request("GET", "/alphabet.txt", &[], b"").status, 200);
+    assert_eq!(b.request("GET", "/alphabet.txt", &[], b"").status, 200);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let raw = http::raw(f.addr, b"GET /alphabet.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("Retry-After: 1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "turned away at once, not hung"
+        );
+    }
+    drop(a);
+    // The freed slot is taken again (the close is seen by the server shortly after).
+    let served = khttpd_tests::wait_until(Duration::from_secs(3), || {
+        let r = http::get(f.addr, "/alphabet.txt");
+        (r.status == 200).then_some(())
+    });
+    assert!(
+        served.is_some(),
+        "a slot was freed by the closed connection"
+    );
+    assert_eq!(b.request("GET", "/style.css", &[], b"").status, 200);
+}
