@@ -1,7 +1,35 @@
 //! khttpd-bridge: carries the front's dynamic and unknown requests to a userspace backend.
 //!
-//! kHTTPd put the live client socket into the accept queue of the server on `clientport`. We carry
-//! the request over HTTP/1.1 instead; this crate holds what that needs. It starts with the header
-//! rules every proxy hop must apply: RFC 9110 §7.6.1 hop-by-hop fields never cross a proxy.
+//! kHTTPd put the live client socket into the accept queue of the server on `clientport`. We
+//! carry the request over HTTP/1.1 instead, and tell the backend who the client is. The phases
+//! of one request and where each lives:
+//! - settings (backends, limits, PROXY protocol, trusted proxies): [`config`];
+//! - shared backend state (slots, health, counters) across main daemons: [`upstreams`], the
+//!   choice of a backend (round-robin, cooldown): `balance`;
+//! - `upstream_request`: the head the backend sees, [`forwarded`] (with [`hop`]);
+//! - `connect`: per-daemon keep-alive pools (`pool`), new connections (`connect`) with an
+//!   optional [`proxy_protocol`] header;
+//! - `send` and `upstream_response`: [`Session::forward`] in `bridge`, bodies streamed by
+//!   `body`, upgrades tunnelled by `tunnel`;
+//! - errors by blame and their statuses: [`error`].
+//!
+//! Use: one [`Upstreams`] per server (shared), one [`Bridge`] per main daemon, one
+//! [`Session`] per client connection, [`Session::forward`] per request.
 
+mod balance;
+mod body;
+mod bridge;
+pub mod config;
+mod connect;
+pub mod error;
+pub mod forwarded;
 pub mod hop;
+mod pool;
+pub mod proxy_protocol;
+mod tunnel;
+pub mod upstreams;
+
+pub use bridge::{Bridge, ClientInfo, Session};
+pub use config::{BridgeConfig, Cidr, ConfigError, ProxyProtocol};
+pub use error::{BridgeError, Phase};
+pub use upstreams::{BackendStats, Upstreams};

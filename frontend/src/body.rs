@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
+use crate::access_log::{AccessLog, LogRecord};
 use crate::stats::StageGuard;
 
 /// A piece of a streamed body: literal bytes (multipart heads) or a byte range of the file.
@@ -48,6 +49,18 @@ enum Inner {
         rx: mpsc::Receiver<io::Result<Bytes>>,
         remaining: u64,
     },
+    Backend(hyper::body::Incoming),
+}
+
+/// An access-log line waiting for the end of its response (kHTTPd's Logging stage): written when
+/// the body is finished or dropped, with the bytes actually sent and the whole duration.
+pub struct PendingLog {
+    /// The line, `bytes` and `duration` still to fill.
+    pub record: LogRecord,
+    /// Where it goes.
+    pub log: Arc<AccessLog>,
+    /// When the request started.
+    pub started: std::time::Instant,
 }
 
 /// The body of every response the front produces.
@@ -55,23 +68,54 @@ pub struct Body {
     inner: Inner,
     // Keeps the request counted in its kHTTPd stage until the body is done or dropped.
     _stage: Option<StageGuard>,
+    log: Option<Box<PendingLog>>,
+    sent: u64,
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Some(p) = self.log.take() {
+            let PendingLog {
+                mut record,
+                log,
+                started,
+            } = *p;
+            record.bytes = self.sent;
+            record.duration = started.elapsed();
+            log.log(record);
+        }
+    }
 }
 
 impl Body {
     /// No body (304, HEAD, redirects).
     pub fn empty() -> Body {
+        Body::new(Inner::Empty)
+    }
+
+    fn new(inner: Inner) -> Body {
         Body {
-            inner: Inner::Empty,
+            inner,
             _stage: None,
+            log: None,
+            sent: 0,
         }
+    }
+
+    /// A backend's body, streamed through with back-pressure.
+    pub fn backend(b: hyper::body::Incoming) -> Body {
+        Body::new(Inner::Backend(b))
+    }
+
+    /// Logs `pending` when this body ends.
+    pub fn with_log(mut self, pending: PendingLog) -> Body {
+        self.log = Some(Box::new(pending));
+        self
     }
 
     /// A body already in memory.
     pub fn full(b: impl Into<Bytes>) -> Body {
-        Body {
-            inner: Inner::Full(Some(b.into())),
-            _stage: None,
-        }
+        Body::new(Inner::Full(Some(b.into())))
     }
 
     /// Streams `segments` of `file` in reads of at most `chunk` bytes. Must run inside a tokio runtime.
@@ -79,10 +123,7 @@ impl Body {
         let remaining = segments.iter().map(Segment::len).sum();
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(pump(file, segments, chunk, tx));
-        Body {
-            inner: Inner::Stream { rx, remaining },
-            _stage: None,
-        }
+        Body::new(Inner::Stream { rx, remaining })
     }
 
     /// Attaches a stage gauge that is released when the body ends.
@@ -160,9 +201,13 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        match &mut this.inner {
+        let polled = match &mut this.inner {
             Inner::Empty => Poll::Ready(None),
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Backend(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
+                other => other.map(|f| f.map(|r| r.map_err(io::Error::other))),
+            },
             Inner::Stream { rx, remaining } => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(b))) => {
                     *remaining = remaining.saturating_sub(b.len() as u64);
@@ -176,7 +221,13 @@ impl http_body::Body for Body {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                this.sent += d.len() as u64;
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -184,6 +235,7 @@ impl http_body::Body for Body {
             Inner::Empty => true,
             Inner::Full(b) => b.is_none(),
             Inner::Stream { remaining, .. } => *remaining == 0,
+            Inner::Backend(b) => b.is_end_stream(),
         }
     }
 
@@ -192,6 +244,7 @@ impl http_body::Body for Body {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
+            Inner::Backend(b) => b.size_hint(),
         }
     }
 }

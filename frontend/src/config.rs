@@ -15,7 +15,7 @@ use clap::Parser;
 pub const EX_USAGE: i32 = 64;
 
 /// khttpd-front: serves static files itself and hands everything dynamic or unknown to a backend.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, Parser, serde::Serialize)]
 #[command(name = "khttpd-front", version, about, long_about = None, args_override_self = true)]
 pub struct Args {
     /// TCP port to listen on (kHTTPd's serverport). 0 picks a free port and prints it.
@@ -53,8 +53,10 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_LISTING", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub listing: bool,
 
-    /// Serve files of unknown type as application/octet-stream instead of handing them to the backend.
-    #[arg(long, env = "KHTTPD_SLOPPY_MIME")]
+    /// Serve files of unknown type as application/octet-stream instead of handing them to the backend
+    /// (kHTTPd's sloppymime): on or off; the bare flag means on.
+    #[arg(long, env = "KHTTPD_SLOPPY_MIME", default_value = "off", value_parser = parse_on_off,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
     pub sloppy_mime: bool,
 
     /// Octal mode bits of which a file must have at least one to be served (kHTTPd's perm_required;
@@ -117,6 +119,37 @@ pub struct Args {
     /// Listen backlog of each main daemon's socket.
     #[arg(long, env = "KHTTPD_BACKLOG", default_value_t = 1024)]
     pub backlog: i32,
+
+    /// TOML configuration file with the same keys as these flags (`port = 80`, `backend =
+    /// ["127.0.0.1:8080"]`); flags and environment variables override it; `khttpd-ctl reload` re-reads it.
+    #[arg(long, env = "KHTTPD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Control socket for khttpd-ctl (mode 0600). Default: /run/khttpd/ctl.sock when writable, else
+    /// $XDG_RUNTIME_DIR/khttpd.sock, else /tmp/khttpd-$UID.sock.
+    #[arg(long, env = "KHTTPD_CONTROL")]
+    pub control: Option<PathBuf>,
+
+    /// Start with the listeners closed until `khttpd-ctl start`, as kHTTPd waited for `echo 1 > start`.
+    #[arg(long, env = "KHTTPD_STOPPED")]
+    pub stopped: bool,
+
+    /// Access log (kHTTPd's logging): a file path, `-` for standard output, or `off`.
+    #[arg(long, env = "KHTTPD_ACCESS_LOG", default_value = "off")]
+    pub access_log: String,
+
+    /// Access log format: `combined` (Apache's, read by goaccess, awstats and fail2ban) or `json`.
+    #[arg(long, env = "KHTTPD_LOG_FORMAT", default_value = "combined")]
+    pub log_format: String,
+
+    /// Access log lines queued for the writer thread; a full queue drops lines (counted), never blocks.
+    #[arg(long, env = "KHTTPD_LOG_QUEUE", default_value_t = 8192)]
+    pub log_queue: usize,
+
+    /// When started as root: after binding the port and the control socket, switch to this user and
+    /// its group.
+    #[arg(long, env = "KHTTPD_USER")]
+    pub user: Option<String>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -228,6 +261,10 @@ pub struct Config {
     pub backlog: i32,
     /// Most open connections.
     pub maxconnect: usize,
+    /// Where access-log lines go.
+    pub access_log: crate::access_log::LogTarget,
+    /// Their format.
+    pub log_format: crate::access_log::LogFormat,
 }
 
 /// Why a configuration was refused: one line for the operator.
@@ -319,6 +356,14 @@ impl TryFrom<Args> for Config {
             grace: Duration::from_secs_f64(a.grace),
             backlog: a.backlog.max(16),
             maxconnect: a.maxconnect.max(1),
+            access_log: a
+                .access_log
+                .parse()
+                .map_err(|e| ConfigError(format!("--access-log: {e}")))?,
+            log_format: a
+                .log_format
+                .parse()
+                .map_err(|e| ConfigError(format!("--log-format: {e}")))?,
         })
     }
 }

@@ -11,7 +11,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::server::{self, OpenConnections};
+use crate::server;
+use crate::state::Shared;
 use crate::stats::DaemonStats;
 
 /// Why the listeners could not be opened, phrased for the operator.
@@ -57,42 +58,28 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 pub struct Daemons {
     threads: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
-    /// Each daemon's counters, in daemon order.
-    pub stats: Vec<Arc<DaemonStats>>,
-    /// Connections open over all daemons.
-    pub open: Arc<OpenConnections>,
 }
 
-/// Starts one main daemon per listener.
-pub fn start(listeners: Vec<TcpListener>, cfg: Arc<Config>) -> io::Result<Daemons> {
+/// Starts one main daemon per listener; daemon `i` counts into `shared.stats[i]`.
+pub fn start(listeners: Vec<TcpListener>, shared: Arc<Shared>) -> io::Result<Daemons> {
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(listeners.len());
-    let mut stats = Vec::with_capacity(listeners.len());
-    let open = Arc::new(OpenConnections::default());
     for (i, l) in listeners.into_iter().enumerate() {
-        let s = Arc::new(DaemonStats::default());
-        stats.push(s.clone());
-        let cfg = cfg.clone();
+        let stats = shared.stats.get(i).cloned().unwrap_or_default();
+        let shared = shared.clone();
         let stop_rx = stop_rx.clone();
-        let open = open.clone();
         let t = std::thread::Builder::new()
             .name(format!("khttpd-main-{i}"))
-            .spawn(move || run_daemon(l, cfg, s, open, stop_rx))?;
+            .spawn(move || run_daemon(l, shared, stats, stop_rx))?;
         threads.push(t);
     }
-    Ok(Daemons {
-        threads,
-        stop,
-        stats,
-        open,
-    })
+    Ok(Daemons { threads, stop })
 }
 
 fn run_daemon(
     l: TcpListener,
-    cfg: Arc<Config>,
+    shared: Arc<Shared>,
     stats: Arc<DaemonStats>,
-    open: Arc<OpenConnections>,
     stop: watch::Receiver<bool>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -107,7 +94,7 @@ fn run_daemon(
     };
     rt.block_on(async move {
         match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => server::accept_loop(l, cfg, stats, open, stop).await,
+            Ok(l) => server::accept_loop(l, shared, stats, stop).await,
             Err(e) => tracing::error!(error = %e, "cannot register the listener"),
         }
     });

@@ -4,30 +4,36 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{
-    HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, SERVER, TRANSFER_ENCODING,
+    HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, REFERER, SERVER,
+    TRANSFER_ENCODING, USER_AGENT,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::body::Body;
+use crate::access_log::LogRecord;
+use crate::body::{Body, PendingLog};
 use crate::config::Config;
 use crate::fs::RealFs;
 use crate::pages;
 use crate::route::{self, NoBackend, Route};
+use crate::state::Shared;
 use crate::stats::{DaemonStats, RouteKind, Stage};
 use crate::{directory, static_file};
 
 /// What every request of one connection shares.
 #[derive(Debug, Clone)]
 pub struct ConnCtx {
-    /// The configuration in force when the connection was accepted.
-    pub config: Arc<Config>,
+    /// State shared with the management daemon (the configuration in force, the access log).
+    pub shared: Arc<Shared>,
     /// This main daemon's counters.
     pub stats: Arc<DaemonStats>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Our address on this connection.
+    pub local: SocketAddr,
 }
 
 /// The `Server` header of every response.
@@ -38,7 +44,12 @@ pub async fn handle(
     req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<Body>, Infallible> {
-    let (kind, mut resp) = respond(req, &ctx).await;
+    let started = Instant::now();
+    let log = &ctx.shared.access_log;
+    // Fill the log line from the head now; the request itself moves on to its stage.
+    let record = log.enabled().then(|| log_record(&req, ctx.peer));
+    let runtime = ctx.shared.current.load_full();
+    let (kind, mut resp) = respond(req, &ctx, &runtime.config).await;
     let status = resp.status().as_u16();
     let len = resp
         .headers()
@@ -49,10 +60,56 @@ pub async fn handle(
     ctx.stats.count(kind, status, len);
     resp.headers_mut()
         .insert(SERVER, HeaderValue::from_static(SERVER_NAME));
+    if let Some(mut record) = record {
+        record.status = status;
+        record.route = match kind {
+            RouteKind::Static => "static",
+            RouteKind::Backend => "backend",
+            RouteKind::Error => "error",
+        };
+        let pending = PendingLog {
+            record,
+            log: log.clone(),
+            started,
+        };
+        resp = resp.map(|b| b.with_log(pending));
+    }
     Ok(resp)
 }
 
-async fn respond(req: Request<Incoming>, ctx: &ConnCtx) -> (RouteKind, Response<Body>) {
+fn log_record(req: &Request<Incoming>, peer: SocketAddr) -> LogRecord {
+    let text = |name| {
+        req.headers()
+            .get(name)
+            .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    LogRecord {
+        client: peer.ip(),
+        time: SystemTime::now(),
+        method: req.method().as_str().to_owned(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_owned()),
+        version: match req.version() {
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_09 => "HTTP/0.9",
+            _ => "HTTP/1.1",
+        },
+        status: 0,
+        bytes: 0,
+        referer: text(REFERER),
+        user_agent: text(USER_AGENT),
+        duration: Duration::ZERO,
+        route: "error",
+    }
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    ctx: &ConnCtx,
+    cfg: &Arc<Config>,
+) -> (RouteKind, Response<Body>) {
     if let Some((status, detail)) = framing_error(req.version(), req.headers()) {
         let mut r = pages::error(status, detail);
         // The framing of whatever follows on this connection cannot be trusted either.
@@ -60,7 +117,7 @@ async fn respond(req: Request<Incoming>, ctx: &ConnCtx) -> (RouteKind, Response<
             .insert(CONNECTION, HeaderValue::from_static("close"));
         return (RouteKind::Error, r);
     }
-    let cfg = ctx.config.clone();
+    let cfg = cfg.clone();
     let method = req.method().clone();
     let route = if method == Method::GET || method == Method::HEAD {
         let path = req.uri().path().to_owned();

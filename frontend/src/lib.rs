@@ -11,40 +11,27 @@
 //!   listings [`directory`] rendered by [`listing`], bodies [`body`];
 //! - errors answered by the front: [`pages`].
 
+pub mod access_log;
 pub mod body;
 pub mod conditional;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod directory;
 pub mod fs;
 pub mod handler;
 pub mod head_guard;
+pub mod knobs;
 pub mod listing;
+pub mod manager;
 pub mod pages;
 pub mod path;
+pub mod privileges;
 pub mod range;
 pub mod route;
 pub mod server;
+pub mod state;
 pub mod static_file;
 pub mod stats;
 
-use std::future::Future;
-use std::net::TcpListener;
-use std::sync::Arc;
-
 pub use config::{Args, Config};
-
-/// Serves on `listeners` (one main daemon each) until `shutdown` completes, then drains.
-pub fn run(
-    listeners: Vec<TcpListener>,
-    config: Arc<Config>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let daemons = daemon::start(listeners, config)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(shutdown);
-    daemons.stop();
-    Ok(())
-}

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::handler::{self, ConnCtx};
 use crate::head_guard::{HeadGuard, Timeouts};
 use crate::pages;
+use crate::state::Shared;
 use crate::stats::{DaemonStats, Stage};
 
 /// The answer past maxconnect: short, complete, and closing.
@@ -86,12 +87,10 @@ pub fn http1_builder(cfg: &Config) -> http1::Builder {
 /// Accepts and serves connections until `stop` turns true, then drains them for `cfg.grace`.
 pub async fn accept_loop(
     listener: TcpListener,
-    cfg: Arc<Config>,
+    shared: Arc<Shared>,
     stats: Arc<DaemonStats>,
-    open: Arc<OpenConnections>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(http1_builder(&cfg));
     // Each connection holds a sender; when all are gone the daemon is drained (mini-redis's pattern).
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     loop {
@@ -102,12 +101,15 @@ pub async fn accept_loop(
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Some(slot) = open.try_acquire(cfg.maxconnect) else {
+                    // Settings changed at run time apply from the next connection on.
+                    let cfg = shared.config();
+                    let Some(slot) = shared.open.try_acquire(cfg.maxconnect) else {
                         tokio::spawn(turn_away(stream));
                         continue;
                     };
-                    let ctx = Arc::new(ConnCtx { config: cfg.clone(), stats: stats.clone(), peer });
-                    let conn = serve(stream, ctx, builder.clone(), stop.clone(), (alive_tx.clone(), slot));
+                    let local = stream.local_addr().unwrap_or(peer);
+                    let ctx = Arc::new(ConnCtx { shared: shared.clone(), stats: stats.clone(), peer, local });
+                    let conn = serve(stream, ctx, cfg, stop.clone(), (alive_tx.clone(), slot));
                     tokio::spawn(conn);
                 }
                 Err(e) => accept_error(&e).await,
@@ -117,7 +119,7 @@ pub async fn accept_loop(
     // kHTTPd's stop: the port refuses new connections at once.
     drop(listener);
     drop(alive_tx);
-    if tokio::time::timeout(cfg.grace, alive_rx.recv())
+    if tokio::time::timeout(shared.config().grace, alive_rx.recv())
         .await
         .is_err()
     {
@@ -154,7 +156,7 @@ async fn turn_away(mut stream: TcpStream) {
 async fn serve(
     stream: TcpStream,
     ctx: Arc<ConnCtx>,
-    builder: Arc<http1::Builder>,
+    cfg: Arc<Config>,
     mut stop: watch::Receiver<bool>,
     _alive: (mpsc::Sender<()>, Slot),
 ) {
@@ -184,12 +186,12 @@ async fn serve(
         }
     });
     let timeouts = Timeouts {
-        header: ctx.config.header_timeout,
-        body: ctx.config.body_timeout,
-        send: ctx.config.send_timeout,
+        header: cfg.header_timeout,
+        body: cfg.body_timeout,
+        send: cfg.send_timeout,
     };
-    let io = TokioIo::new(HeadGuard::new(stream, ctx.config.max_head_size, timeouts));
-    let conn = builder.serve_connection(io, service);
+    let io = TokioIo::new(HeadGuard::new(stream, cfg.max_head_size, timeouts));
+    let conn = http1_builder(&cfg).serve_connection(io, service);
     tokio::pin!(conn);
     let stopping = *stop.borrow();
     if stopping {

@@ -31,6 +31,8 @@ pub struct Front {
     exited: Option<i32>,
     stdout_path: PathBuf,
     stderr_path: PathBuf,
+    /// The control socket khttpd-ctl talks to (one per server, in its temp dir unless given).
+    pub control: PathBuf,
     dir: TempDir,
 }
 
@@ -69,6 +71,7 @@ impl Front {
         let stderr_path = dir.path().join("stderr.log");
         let stdout = File::create(&stdout_path).expect("creating the stdout capture file");
         let stderr = File::create(&stderr_path).expect("creating the stderr capture file");
+        let control = dir.path().join("ctl.sock");
         let mut command = Command::new(crate::binary("khttpd-front"));
         // The server reads KHTTPD_* settings from the environment; a value
         // left in the developer's shell must not change what a test runs.
@@ -81,6 +84,7 @@ impl Front {
             // Plain text logs, so tests can search stderr for messages.
             .env("NO_COLOR", "1")
             .args(default_args(args))
+            .args(control_arg(args, &control))
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -88,16 +92,22 @@ impl Front {
             .stderr(stderr)
             .spawn()
             .expect("spawning khttpd-front");
+        let stopped = args.contains(&"--stopped");
         let mut front = Front {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
             exited: None,
             stdout_path,
             stderr_path,
+            control: given_control(args).unwrap_or(control),
             dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
+            // Started with --stopped, the server is up once its control socket answers.
+            if stopped && std::os::unix::net::UnixStream::connect(&front.control).is_ok() {
+                return Ok(front);
+            }
             if let Some(addr) = listening_addr(&front.stdout()) {
                 front.addr = addr;
                 return Ok(front);
@@ -132,6 +142,37 @@ impl Front {
     /// captures; tests may put config or fixture files here).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Runs the real `khttpd-ctl --control <this server's socket> ARGS`: (exit code, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(crate::binary("khttpd-ctl"))
+            .arg("--control")
+            .arg(&self.control)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("running khttpd-ctl");
+        (
+            crate::process::exit_code(out.status),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// After `khttpd-ctl start`, the address of the latest `listening on` line.
+    pub fn refresh_addr(&mut self) -> SocketAddr {
+        let out = self.stdout();
+        if let Some(addr) = out
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(LISTENING_PREFIX))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        {
+            self.addr = addr;
+        }
+        self.addr
     }
 
     /// `http://127.0.0.1:PORT` + `path`, for messages and Location checks.
@@ -178,6 +219,25 @@ impl Front {
 impl Drop for Front {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `--control <temp>/ctl.sock` unless `args` names a control socket, so parallel servers never
+/// share one.
+fn control_arg(args: &[&str], path: &std::path::Path) -> Vec<std::ffi::OsString> {
+    if given_control(args).is_some() {
+        return Vec::new();
+    }
+    vec!["--control".into(), path.as_os_str().to_owned()]
+}
+
+fn given_control(args: &[&str]) -> Option<PathBuf> {
+    let i = args
+        .iter()
+        .position(|a| *a == "--control" || a.starts_with("--control="))?;
+    match args[i].strip_prefix("--control=") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => args.get(i + 1).map(PathBuf::from),
     }
 }
 

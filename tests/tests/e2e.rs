@@ -6,8 +6,13 @@
 //! would build every `tests/*.rs` as a test binary of its own and run each
 //! test twice.
 
+// Test helpers outside #[test] functions may unwrap too: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 #[path = "e2e/apache_harness.rs"]
 mod apache_harness;
+#[path = "e2e/control.rs"]
+mod control;
 #[path = "e2e/limits.rs"]
 mod limits;
 #[path = "e2e/site.rs"]

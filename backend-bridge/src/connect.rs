@@ -1,0 +1,56 @@
+//! Opening one backend connection: TCP with `TCP_NODELAY`, the PROXY header if any, and hyper's
+//! HTTP/1.1 client handshake, its connection task spawned on the current runtime.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+use crate::error::{BridgeError, Phase};
+
+/// The sending half of a backend connection.
+pub(crate) type Sender = http1::SendRequest<ProxyBody>;
+
+/// Connects to `addr`, writes `preface` (a PROXY header) and performs the handshake, all
+/// within `timeout`.
+pub(crate) async fn open(
+    addr: SocketAddr,
+    timeout: Duration,
+    preface: Option<&[u8]>,
+) -> Result<Sender, BridgeError> {
+    match tokio::time::timeout(timeout, open_now(addr, preface)).await {
+        Ok(result) => result,
+        Err(_) => Err(BridgeError::Timeout(Phase::Connect)),
+    }
+}
+
+async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, BridgeError> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(BridgeError::Refused)?;
+    // Request heads and small answers must not wait for Nagle.
+    stream
+        .set_nodelay(true)
+        .map_err(|e| BridgeError::Internal(e.into()))?;
+    if let Some(preface) = preface {
+        stream
+            .write_all(preface)
+            .await
+            .map_err(|e| BridgeError::Reset(e.into()))?;
+    }
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| BridgeError::Internal(e.into()))?;
+    tokio::spawn(async move {
+        // with_upgrades: a 101 hands the socket to the tunnel instead of closing it.
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}

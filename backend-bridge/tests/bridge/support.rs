@@ -1,0 +1,368 @@
+//! A tiny front (hyper server calling `Session::forward`), clients, and fake backends.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1 as client;
+use hyper::server::conn::http1 as server;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use khttpd_bridge::{BackendStats, Bridge, BridgeConfig, ClientInfo, Upstreams};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Every test finishes within this, or fails.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs a test body under [`TEST_DEADLINE`].
+pub async fn bounded<F: Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_DEADLINE, f)
+        .await
+        .expect("test ran past its deadline");
+}
+
+/// The header the test front puts on its own error answers: the error's kind.
+pub const ERROR_KIND: &str = "x-bridge-error";
+
+pub type ClientBody = BoxBody<Bytes, Infallible>;
+type FrontBody = Either<Incoming, Full<Bytes>>;
+
+/// A front on 127.0.0.1:0 whose every request goes through `Session::forward`, with
+/// `.with_upgrades()` on its connections as the real front must have.
+pub struct Front {
+    pub addr: SocketAddr,
+    pub bridge: Arc<Bridge>,
+}
+
+impl Front {
+    pub async fn start(cfg: BridgeConfig) -> Front {
+        let bridge = Bridge::new(Upstreams::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let b = Arc::clone(&bridge);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                stream.set_nodelay(true).unwrap();
+                let local = stream.local_addr().unwrap();
+                let session = Arc::new(b.session(ClientInfo {
+                    peer,
+                    local,
+                    scheme: "http",
+                }));
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let session = Arc::clone(&session);
+                        async move {
+                            Ok::<_, Infallible>(match session.forward(req).await {
+                                Ok(resp) => resp.map(Either::Left),
+                                Err(e) => {
+                                    let mut r = Response::new(Either::Right(Full::new(
+                                        Bytes::from_static(e.detail().as_bytes()),
+                                    )));
+                                    *r.status_mut() = e.status();
+                                    r.headers_mut()
+                                        .insert(ERROR_KIND, e.kind().parse().unwrap());
+                                    if let Some(secs) = e.retry_after() {
+                                        r.headers_mut().insert("retry-after", secs.into());
+                                    }
+                                    r
+                                }
+                            }
+                                as Response<FrontBody>)
+                        }
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Front { addr, bridge }
+    }
+
+    pub fn stats(&self) -> Vec<BackendStats> {
+        self.bridge.upstreams().snapshot()
+    }
+}
+
+/// A client connection to the front, optionally from a chosen local address (127.0.0.2).
+pub struct Client {
+    pub sender: client::SendRequest<ClientBody>,
+    pub local: SocketAddr,
+}
+
+impl Client {
+    pub async fn connect(front: SocketAddr) -> Client {
+        Client::connect_from(None, front).await
+    }
+
+    pub async fn connect_from(ip: Option<IpAddr>, front: SocketAddr) -> Client {
+        let socket = TcpSocket::new_v4().unwrap();
+        if let Some(ip) = ip {
+            socket.bind(SocketAddr::new(ip, 0)).unwrap();
+        }
+        let stream = socket.connect(front).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let (sender, conn) = client::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn.with_upgrades());
+        Client { sender, local }
+    }
+
+    pub async fn send(&mut self, req: Request<ClientBody>) -> Response<Incoming> {
+        self.sender.ready().await.unwrap();
+        self.sender.send_request(req).await.unwrap()
+    }
+
+    /// Sends and reads the whole answer.
+    pub async fn fetch(&mut self, req: Request<ClientBody>) -> (http::response::Parts, String) {
+        let (parts, body) = self.send(req).await.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn get(&mut self, path: &str) -> (http::response::Parts, String) {
+        self.fetch(get(path)).await
+    }
+}
+
+/// One request on a fresh client connection.
+pub async fn fetch_once(
+    front: SocketAddr,
+    req: Request<ClientBody>,
+) -> (http::response::Parts, String) {
+    Client::connect(front).await.fetch(req).await
+}
+
+pub fn empty() -> ClientBody {
+    Full::new(Bytes::new()).boxed()
+}
+
+pub fn full(data: impl Into<Bytes>) -> ClientBody {
+    Full::new(data.into()).boxed()
+}
+
+pub fn get(path: &str) -> Request<ClientBody> {
+    Request::get(path)
+        .header("host", "front.test")
+        .body(empty())
+        .unwrap()
+}
+
+/// A body of `total` bytes in `chunk`-sized frames, made as it is polled (never all in
+/// memory); `exact` decides whether it announces its length (Content-Length) or not (chunked).
+pub struct Repeat {
+    chunk: Bytes,
+    remaining: u64,
+    exact: bool,
+}
+
+impl Repeat {
+    pub fn body(total: u64, chunk: usize, exact: bool) -> ClientBody {
+        Repeat {
+            chunk: Bytes::from(vec![b'x'; chunk]),
+            remaining: total,
+            exact,
+        }
+        .boxed()
+    }
+}
+
+impl Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.exact {
+            SizeHint::with_exact(self.remaining)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+/// Reads a body to its end, counting bytes and checking every one is `byte`.
+pub async fn drain_counting(mut body: Incoming, byte: u8) -> u64 {
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            assert!(data.iter().all(|&b| b == byte), "unexpected body bytes");
+            n += data.len() as u64;
+        }
+    }
+    n
+}
+
+/// `KEY=value` lines (as the PHP fixtures print them) as a lookup.
+pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{text}"))
+}
+
+pub fn error_kind(parts: &http::response::Parts) -> &str {
+    parts
+        .headers
+        .get(ERROR_KIND)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+pub fn assert_status(parts: &http::response::Parts, status: u16, kind: &str) {
+    assert_eq!(
+        parts.status,
+        StatusCode::from_u16(status).unwrap(),
+        "{parts:?}"
+    );
+    assert_eq!(error_kind(parts), kind, "{parts:?}");
+}
+
+/// Polls `check` until it holds or 5 s pass.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// A raw-TCP backend: `handle(stream, n)` runs for the n-th accepted connection (0-based).
+pub struct FakeBackend {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl FakeBackend {
+    pub async fn start<F, Fut>(handle: F) -> FakeBackend
+    where
+        F: Fn(TcpStream, usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(handle(stream, n));
+            }
+        });
+        FakeBackend { addr, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one request head (up to the blank line); `None` at EOF. Bytes after the head stay
+/// in `buf`.
+pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The Content-Length of a raw head (0 when absent).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// Reads `n` body bytes (some may already be in `buf`).
+pub async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, n: usize) {
+    while buf.len() < n {
+        let mut chunk = [0u8; 65536];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => panic!("body ended early"),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+    buf.drain(..n);
+}
+
+/// Answers every request on the connection with `200 ok` (keep-alive).
+pub async fn answer_ok(mut stream: TcpStream) {
+    let mut buf = Vec::new();
+    while let Some(head) = read_head(&mut stream, &mut buf).await {
+        read_body(&mut stream, &mut buf, content_length(&head)).await;
+        if stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A backend that answers `200 ok` to everything.
+pub async fn ok_backend() -> FakeBackend {
+    FakeBackend::start(|stream, _| answer_ok(stream)).await
+}
+
+/// A loopback address nothing listens on.
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A config for tests: short deadlines, one backend.
+pub fn config(backend: SocketAddr) -> BridgeConfig {
+    BridgeConfig {
+        backends: vec![backend],
+        timeout: Duration::from_secs(5),
+        queue_timeout: Duration::from_secs(2),
+        fail_cooldown: Duration::from_millis(300),
+        ..BridgeConfig::default()
+    }
+}

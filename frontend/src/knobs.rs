@@ -1,0 +1,385 @@
+//! Where the configuration comes from, and kHTTPd's /proc/sys/net/khttpd knobs at run time.
+//!
+//! Precedence is flags > environment > config file > defaults. Every source is turned into command-line
+//! words and parsed by the same clap definition, then validated by the same `Config::try_from`, so a
+//! value set by `khttpd-ctl set`, found in the file or typed as a flag is checked exactly alike, and a
+//! bad one changes nothing.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches};
+
+use crate::config::{Args, Config, ConfigError};
+
+/// The knobs `khttpd-ctl get/set` knows: kHTTPd's name, our flag's id, and whether it applies at run
+/// time (the rest need a restart).
+pub const KNOBS: &[(&str, &str, bool)] = &[
+    ("documentroot", "root", true),
+    ("dynamic", "dynamic", true),
+    ("sloppymime", "sloppy_mime", true),
+    ("maxconnect", "maxconnect", true),
+    ("perm_required", "perm_required", true),
+    ("perm_forbid", "perm_forbid", true),
+    ("logging", "access_log", true),
+    ("log_format", "log_format", true),
+    ("backend", "backend", true),
+    ("clientport", "backend", true),
+    ("index", "index", true),
+    ("listing", "listing", true),
+    ("header_timeout", "header_timeout", true),
+    ("keepalive_timeout", "keepalive_timeout", true),
+    ("body_timeout", "body_timeout", true),
+    ("send_timeout", "send_timeout", true),
+    ("cache_control", "cache_control", true),
+    ("max_ranges", "max_ranges", true),
+    ("grace", "grace", true),
+    ("serverport", "port", false),
+    ("port", "port", false),
+    ("bind", "bind", false),
+    ("threads", "threads", false),
+    ("backlog", "backlog", false),
+    ("max_head_size", "max_head_size", false),
+    ("chunk_size", "chunk_size", false),
+    ("control", "control", false),
+    ("user", "user", false),
+    ("config", "config", false),
+];
+
+/// Finds a knob by kHTTPd name or flag name (`-` and `_` alike).
+pub fn knob(key: &str) -> Option<(&'static str, &'static str, bool)> {
+    let k = key.trim().to_ascii_lowercase().replace('-', "_");
+    KNOBS
+        .iter()
+        .copied()
+        .find(|(name, id, _)| *name == k || *id == k)
+}
+
+/// The sources of the configuration, kept so it can be rebuilt (reload) or changed (set).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The command line as given, program name first.
+    argv: Vec<OsString>,
+    /// Flag words added by `khttpd-ctl set`, applied after everything else.
+    overrides: Vec<OsString>,
+}
+
+impl Settings {
+    /// From a command line (program name first).
+    pub fn new(argv: Vec<OsString>) -> Settings {
+        Settings {
+            argv,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Reads the config file (if any) and builds the validated configuration.
+    pub fn load(&self) -> Result<(Args, Config), LoadError> {
+        let cmd = Args::command().args_override_self(true);
+        let given = cmd
+            .clone()
+            .try_get_matches_from(&self.argv)
+            .map_err(LoadError::Usage)?;
+        let from_cli = Args::from_arg_matches(&given).map_err(LoadError::Usage)?;
+        let mut words: Vec<OsString> = vec![self
+            .argv
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "khttpd-front".into())];
+        let mut earlier = Vec::new();
+        if let Some(file) = &from_cli.config {
+            earlier.extend(file_words(file, &given)?);
+        }
+        earlier.extend(self.argv.iter().skip(1).cloned());
+        // A repeatable flag set at run time replaces its earlier values instead of adding to them.
+        let replaced: Vec<&OsString> = self
+            .overrides
+            .iter()
+            .filter(|w| w.to_string_lossy().starts_with("--"))
+            .collect();
+        words.extend(without_flags(&earlier, &replaced));
+        words.extend(self.overrides.iter().cloned());
+        let m = cmd.try_get_matches_from(&words).map_err(LoadError::Usage)?;
+        let args = Args::from_arg_matches(&m).map_err(LoadError::Usage)?;
+        let config = Config::try_from(args.clone()).map_err(LoadError::Invalid)?;
+        Ok((args, config))
+    }
+
+    /// These settings with `key` set to `value`, validated: the result loads, or the error says why.
+    pub fn with_set(&self, key: &str, value: &str) -> Result<(Settings, Args, Config), String> {
+        let (name, id, runtime) = knob(key)
+            .ok_or_else(|| format!("unknown knob {key:?}; `khttpd-ctl get` lists them"))?;
+        if !runtime {
+            return Err(format!("{name} cannot change while running; change it in the config file or on the command line and restart"));
+        }
+        let cmd = Args::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .ok_or_else(|| format!("{name}: no such flag"))?;
+        let long = format!("--{}", arg.get_long().unwrap_or(id));
+        let mut next = self.clone();
+        // Repeatable flags are replaced as a whole: `set backend a,b` means exactly a and b.
+        if matches!(arg.get_action(), ArgAction::Append) {
+            for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                next.overrides.push(long.clone().into());
+                next.overrides.push(v.into());
+            }
+        } else {
+            next.overrides.push(format!("{long}={value}").into());
+        }
+        match next.load() {
+            Ok((args, config)) => Ok((next, args, config)),
+            Err(LoadError::Usage(e)) => Err(first_line(&e.to_string())),
+            Err(LoadError::Invalid(e)) => Err(e.0),
+            Err(LoadError::File(e)) => Err(e),
+        }
+    }
+
+    /// The same sources without the run-time overrides (what `reload` starts from).
+    pub fn without_overrides(&self) -> Settings {
+        Settings::new(self.argv.clone())
+    }
+}
+
+/// Values of the knobs in `args` as JSON: all of them, or the one named.
+pub fn get(args: &Args, key: Option<&str>) -> Result<serde_json::Value, String> {
+    let all = serde_json::to_value(args).map_err(|e| e.to_string())?;
+    let value_of = |id: &str| all.get(id).cloned().unwrap_or(serde_json::Value::Null);
+    match key {
+        Some(k) => {
+            let (name, id, _) = knob(k).ok_or_else(|| format!("unknown knob {k:?}"))?;
+            Ok(serde_json::json!({ name: value_of(id) }))
+        }
+        None => {
+            let mut map = serde_json::Map::new();
+            for (name, id, _) in KNOBS {
+                if *name != "clientport" && *name != "serverport" {
+                    map.insert((*name).to_owned(), value_of(id));
+                }
+            }
+            Ok(serde_json::Value::Object(map))
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Bad flags or values (clap's message; `--help` and `--version` come this way too).
+    #[error("{0}")]
+    Usage(clap::Error),
+    /// Values that parse but do not hold together (missing root, bad backend, …).
+    #[error("{0}")]
+    Invalid(ConfigError),
+    /// The config file cannot be read or has unknown keys.
+    #[error("{0}")]
+    File(String),
+}
+
+/// `words` without the occurrences (`--flag v` or `--flag=v`) of the given flags.
+fn without_flags(words: &[OsString], flags: &[&OsString]) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(words.len());
+    let mut skip_next = false;
+    for w in words {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        let text = w.to_string_lossy();
+        let hit = flags.iter().any(|f| {
+            let f = f.to_string_lossy();
+            let name = f.split('=').next().unwrap_or("");
+            text == name || text.starts_with(&format!("{name}="))
+        });
+        if hit {
+            skip_next = !text.contains('=');
+            continue;
+        }
+        out.push(w.clone());
+    }
+    out
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid value")
+        .trim()
+        .trim_start_matches("error: ")
+        .to_owned()
+}
+
+/// The config file as flag words, leaving out every key the command line or the environment set.
+fn file_words(path: &Path, given: &clap::ArgMatches) -> Result<Vec<OsString>, LoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::File(format!("config file {}: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        LoadError::File(format!(
+            "config file {}: {}",
+            path.display(),
+            first_line(&e.to_string())
+        ))
+    })?;
+    let cmd = Args::command();
+    let mut words = Vec::new();
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == id.as_str() && a.get_long().is_some())
+            .ok_or_else(|| {
+                LoadError::File(format!(
+                    "config file {}: unknown key {key:?}",
+                    path.display()
+                ))
+            })?;
+        if id == "config" {
+            return Err(LoadError::File(format!(
+                "config file {}: `config` cannot name another file",
+                path.display()
+            )));
+        }
+        if matches!(
+            given.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let long = format!("--{}", arg.get_long().unwrap_or(&id));
+        let bad = || {
+            LoadError::File(format!(
+                "config file {}: {key}: unsupported value {value}",
+                path.display()
+            ))
+        };
+        let scalar = |v: &toml::Value| -> Option<String> {
+            match v {
+                toml::Value::String(s) => Some(s.clone()),
+                toml::Value::Integer(i) => Some(i.to_string()),
+                toml::Value::Float(f) => Some(f.to_string()),
+                toml::Value::Boolean(b) => Some(if *b { "on" } else { "off" }.to_owned()),
+                _ => None,
+            }
+        };
+        match (value, arg.get_action()) {
+            (toml::Value::Boolean(b), ArgAction::SetTrue) => {
+                if *b {
+                    words.push(long.into());
+                }
+            }
+            (toml::Value::Array(items), ArgAction::Append) => {
+                for item in items {
+                    words.push(long.clone().into());
+                    words.push(scalar(item).ok_or_else(bad)?.into());
+                }
+            }
+            (toml::Value::Array(items), _) => {
+                let joined: Option<Vec<String>> = items.iter().map(scalar).collect();
+                words.push(format!("{long}={}", joined.ok_or_else(bad)?.join(",")).into());
+            }
+            (v, _) => words.push(format!("{long}={}", scalar(v).ok_or_else(bad)?).into()),
+        }
+    }
+    Ok(words)
+}
+
+/// The config file named by the command line, for messages.
+pub fn config_path(args: &Args) -> Option<PathBuf> {
+    args.config.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path, extra: &[&str]) -> Settings {
+        let mut v: Vec<OsString> = vec![
+            "khttpd-front".into(),
+            "--root".into(),
+            dir.as_os_str().into(),
+        ];
+        v.extend(extra.iter().map(OsString::from));
+        Settings::new(v)
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("khttpd.toml");
+        std::fs::write(
+            &file,
+            "maxconnect = 77\nsloppy-mime = true\ndynamic = [\"php\", \"/cgi-bin/\"]\nbackend = [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\nport = 9999\nheader_timeout = 2.5\n",
+        )
+        .unwrap();
+        let s = settings(
+            dir.path(),
+            &["--config", file.to_str().unwrap(), "--port", "1234"],
+        );
+        let (args, cfg) = s.load().unwrap();
+        assert_eq!(cfg.maxconnect, 77);
+        assert!(cfg.sloppy_mime);
+        assert_eq!(cfg.dynamic.prefixes, vec!["/cgi-bin/"]);
+        assert_eq!(cfg.backends.len(), 2);
+        assert_eq!(args.port, 1234, "the flag wins over the file");
+        assert_eq!(cfg.header_timeout, std::time::Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        for (text, needle) in [
+            ("no_such_knob = 1\n", "unknown key"),
+            ("maxconnect = \"lots\"\n", "lots"),
+            ("port = [\n", "config file"),
+            ("perm_forbid = \"99\"\n", "octal"),
+            ("backend = [\"nohostport\"]\n", "HOST:PORT"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = settings(dir.path(), &["--config", file.to_str().unwrap()])
+                .load()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn set_validates_and_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), &[]);
+        let (s2, _, cfg) = s.with_set("maxconnect", "12").unwrap();
+        assert_eq!(cfg.maxconnect, 12);
+        let (_, _, cfg) = s2.with_set("sloppymime", "1").unwrap();
+        assert!(cfg.sloppy_mime);
+        assert!(s.with_set("maxconnect", "x").unwrap_err().contains("x"));
+        assert!(s
+            .with_set("documentroot", "/nonexistent/k")
+            .unwrap_err()
+            .contains("document root"));
+        assert!(s.with_set("threads", "4").unwrap_err().contains("restart"));
+        assert!(s
+            .with_set("nonsense", "1")
+            .unwrap_err()
+            .contains("unknown knob"));
+        let with_one = settings(dir.path(), &["--backend", "127.0.0.1:9"]);
+        let (_, _, cfg) = with_one
+            .with_set("backend", "127.0.0.1:1,127.0.0.1:2")
+            .unwrap();
+        assert_eq!(cfg.backends.len(), 2, "set replaces the list");
+        let (_, _, cfg) = s.with_set("perm_forbid", "0111").unwrap();
+        assert_eq!(cfg.perm_forbid, 0o111);
+    }
+
+    #[test]
+    fn get_reports_knobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (args, _) = settings(dir.path(), &["--maxconnect", "5"]).load().unwrap();
+        assert_eq!(get(&args, Some("maxconnect")).unwrap()["maxconnect"], 5);
+        let all = get(&args, None).unwrap();
+        assert!(all.get("documentroot").is_some() && all.get("perm_forbid").is_some());
+        assert!(get(&args, Some("bogus")).is_err());
+    }
+}

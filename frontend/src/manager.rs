@@ -1,0 +1,379 @@
+//! The management daemon: the main thread, as kHTTPd's manager was. It owns the configuration, the
+//! control socket and the signals, and starts and stops the main daemons.
+//!
+//! kHTTPd's `start`, `stop` and `unload` map to `khttpd-ctl start|stop|unload`; its sysctl knobs to
+//! `get`/`set`. What it lacked is added: `stop` drains in-flight responses within `--grace` instead of
+//! leaving workers running, `reload` re-reads the config file and refuses an invalid one, SIGTERM and
+//! SIGINT unload gracefully, SIGHUP reloads and SIGUSR1 reopens the access log.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::access_log::AccessLog;
+use crate::config::{Args, Config};
+use crate::control::{self, Reply, Request};
+use crate::daemon::{self, Daemons};
+use crate::knobs::{self, Settings};
+use crate::state::{Runtime, Shared};
+
+/// Why the server could not start (the binary prints it and exits non-zero).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listeners.
+    #[error("{0}")]
+    Bind(#[from] daemon::BindError),
+    /// The control socket.
+    #[error("control socket {0}: {1}")]
+    Control(PathBuf, std::io::Error),
+    /// The access log.
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
+    /// Dropping privileges with --user.
+    #[error("--user: {0}")]
+    User(String),
+    /// Anything else at start.
+    #[error("{0}")]
+    Other(std::io::Error),
+}
+
+/// The management daemon's own state.
+struct Manager {
+    settings: Settings,
+    args: Args,
+    shared: Arc<Shared>,
+    daemons: Option<Daemons>,
+    /// Where the main daemons listen: fixed at the first bind so `start` reuses a port 0 picked then.
+    listen: SocketAddr,
+    threads: usize,
+    started: Instant,
+    control_path: PathBuf,
+}
+
+/// Runs the server until `unload` or SIGTERM/SIGINT. Prints `listening on ADDR` once listening.
+pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartError> {
+    let log = AccessLog::start(config.access_log.clone(), config.log_format, args.log_queue)
+        .map_err(StartError::AccessLog)?;
+    let threads = config.threads;
+    let listen = config.listen;
+    let shared = Shared::new(Runtime::new(config), log.clone(), threads);
+    let control_path = args
+        .control
+        .clone()
+        .unwrap_or_else(control::default_socket_path);
+    let mut m = Manager {
+        settings,
+        args,
+        shared,
+        daemons: None,
+        listen,
+        threads,
+        started: Instant::now(),
+        control_path,
+    };
+    // Bind everything that may need root first, then drop to --user.
+    let listeners = if m.args.stopped {
+        None
+    } else {
+        Some(m.bind()?)
+    };
+    let control = control::bind(&m.control_path)
+        .map_err(|e| StartError::Control(m.control_path.clone(), e))?;
+    if let Some(user) = m.args.user.clone() {
+        crate::privileges::drop_to(&user).map_err(StartError::User)?;
+    }
+    if let Some(l) = listeners {
+        m.start_with(l).map_err(StartError::Other)?;
+    } else {
+        tracing::info!(control = %m.control_path.display(), "started stopped; `khttpd-ctl start` opens the listeners");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Other)?;
+    rt.block_on(m.serve(control));
+    log.flush_and_stop(Duration::from_secs(5));
+    Ok(())
+}
+
+impl Manager {
+    fn config(&self) -> Arc<Config> {
+        self.shared.config()
+    }
+
+    fn bind(&mut self) -> Result<Vec<TcpListener>, daemon::BindError> {
+        let mut cfg = (*self.config()).clone();
+        cfg.listen = self.listen;
+        cfg.threads = self.threads;
+        let listeners = daemon::bind(&cfg)?;
+        if let Some(addr) = listeners.first().and_then(|l| l.local_addr().ok()) {
+            self.listen = addr;
+        }
+        Ok(listeners)
+    }
+
+    fn start_with(&mut self, listeners: Vec<TcpListener>) -> std::io::Result<()> {
+        self.daemons = Some(daemon::start(listeners, self.shared.clone())?);
+        // Scripts and tests wait for this exact line.
+        println!("listening on {}", self.listen);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tracing::info!(addr = %self.listen, daemons = self.threads, "main daemons started");
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> bool {
+        let Some(d) = self.daemons.take() else {
+            return false;
+        };
+        // Joining blocks until the daemons have drained; keep the manager's runtime free meanwhile.
+        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+        tracing::info!("main daemons stopped");
+        true
+    }
+
+    async fn serve(&mut self, control: std::os::unix::net::UnixListener) {
+        let (tx, mut rx) = mpsc::channel::<(Request, oneshot::Sender<Reply>)>(16);
+        let handler = control::handler(move |req| {
+            let tx = tx.clone();
+            async move {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                if tx.send((req, reply_tx)).await.is_err() {
+                    return Reply::error("khttpd-front is shutting down");
+                }
+                reply_rx
+                    .await
+                    .unwrap_or_else(|_| Reply::error("khttpd-front is shutting down"))
+            }
+        });
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(control::serve(control, handler, async move {
+            let _ = done_rx.await;
+        }));
+        let signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
+        );
+        let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = signals else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                Some((req, reply)) = rx.recv() => {
+                    let unload = req == Request::Unload;
+                    let answer = self.handle(req).await;
+                    let _ = reply.send(answer);
+                    if unload {
+                        break;
+                    }
+                }
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: unloading");
+                    self.stop().await;
+                    break;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: unloading");
+                    self.stop().await;
+                    break;
+                }
+                _ = hup.recv() => {
+                    let r = self.reload();
+                    tracing::info!(ok = r.ok, "SIGHUP: {}", r.message);
+                }
+                _ = usr1.recv() => {
+                    self.shared.access_log.reopen();
+                    tracing::info!("SIGUSR1: access log reopened");
+                }
+            }
+        }
+        let _ = done_tx.send(());
+        let _ = server.await;
+    }
+
+    async fn handle(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => {
+                Reply::ok(format!("khttpd-front {}", self.state_name())).with_data(self.status())
+            }
+            Request::Stop => {
+                if self.stop().await {
+                    Reply::ok("stopped: listeners closed, in-flight requests finished")
+                } else {
+                    Reply::ok("already stopped")
+                }
+            }
+            Request::Start => {
+                if self.daemons.is_some() {
+                    return Reply::ok(format!("already running on {}", self.listen));
+                }
+                match self.bind() {
+                    Ok(l) => match self.start_with(l) {
+                        Ok(()) => Reply::ok(format!("started: listening on {}", self.listen)),
+                        Err(e) => Reply::error(e.to_string()),
+                    },
+                    Err(e) => Reply::error(e.to_string()),
+                }
+            }
+            Request::Unload => {
+                self.stop().await;
+                Reply::ok("unloaded")
+            }
+            Request::Reload => self.reload(),
+            Request::ReopenLogs => {
+                self.shared.access_log.reopen();
+                Reply::ok("access log reopened")
+            }
+            Request::Get { key } => match knobs::get(&self.args, key.as_deref()) {
+                Ok(v) => Reply::ok(render_knobs(&v)).with_data(v),
+                Err(e) => Reply::error(e),
+            },
+            Request::Set { key, value } => match self.settings.with_set(&key, &value) {
+                Ok((settings, args, config)) => match self.apply(&args, config) {
+                    Ok(()) => {
+                        self.settings = settings;
+                        self.args = args;
+                        Reply::ok(format!("{key} = {value}"))
+                    }
+                    Err(e) => Reply::error(e),
+                },
+                Err(e) => Reply::error(e),
+            },
+        }
+    }
+
+    fn reload(&mut self) -> Reply {
+        let fresh = self.settings.without_overrides();
+        let (args, config) = match fresh.load() {
+            Ok(v) => v,
+            Err(e) => {
+                return Reply::error(format!(
+                    "refused, still serving the previous configuration: {e}"
+                ))
+            }
+        };
+        let mut notes = Vec::new();
+        if config.listen != self.config().listen || config.threads != self.threads {
+            notes.push(" (port, bind and threads change at the next restart)");
+        }
+        match self.apply(&args, config) {
+            Ok(()) => {
+                self.settings = fresh;
+                self.args = args;
+                Reply::ok(format!("reloaded{}", notes.concat()))
+            }
+            Err(e) => Reply::error(format!(
+                "refused, still serving the previous configuration: {e}"
+            )),
+        }
+    }
+
+    /// Swaps in a validated configuration; the access log follows first, since it can still fail.
+    fn apply(&mut self, _args: &Args, config: Config) -> Result<(), String> {
+        let log = &self.shared.access_log;
+        if log.target() != config.access_log {
+            log.set_target(config.access_log.clone())
+                .map_err(|e| format!("access log {}: {e}", config.access_log))?;
+        }
+        log.set_format(config.log_format);
+        self.shared.current.store(Arc::new(Runtime::new(config)));
+        Ok(())
+    }
+
+    fn state_name(&self) -> &'static str {
+        if self.daemons.is_some() {
+            "running"
+        } else {
+            "stopped"
+        }
+    }
+
+    fn status(&self) -> Value {
+        let cfg = self.config();
+        let log = self.shared.access_log.stats();
+        let mut daemons = Vec::new();
+        let mut totals = [0u64; 10];
+        for (i, s) in self.shared.stats.iter().enumerate() {
+            let row = [
+                s.connections.load(Relaxed).max(0) as u64,
+                s.waiting().max(0) as u64,
+                s.sending.load(Relaxed).max(0) as u64,
+                s.userspace.load(Relaxed).max(0) as u64,
+                s.static_requests.load(Relaxed),
+                s.backend_requests.load(Relaxed),
+                s.error_requests.load(Relaxed),
+                s.status_class[4].load(Relaxed),
+                s.status_class[5].load(Relaxed),
+                s.bytes_out.load(Relaxed),
+            ];
+            for (t, v) in totals.iter_mut().zip(row) {
+                *t += v;
+            }
+            daemons.push(json!({
+                "daemon": i,
+                "connections": row[0],
+                "waiting": row[1],
+                "sending": row[2],
+                "userspace": row[3],
+                "logging": log.depth,
+                "static": row[4],
+                "backend": row[5],
+                "errors": row[6],
+                "4xx": row[7],
+                "5xx": row[8],
+                "bytes_out": row[9],
+            }));
+        }
+        let uptime = self.started.elapsed().as_secs();
+        json!({
+            "state": self.state_name(),
+            "uptime": format!("{}h {}m {}s", uptime / 3600, uptime / 60 % 60, uptime % 60),
+            "uptime_secs": uptime,
+            "pid": std::process::id(),
+            "listen": self.listen.to_string(),
+            "documentroot": cfg.root.display().to_string(),
+            "connections": self.shared.open.get(),
+            "maxconnect": cfg.maxconnect,
+            "daemons": daemons,
+            "totals": {
+                "static": totals[4], "backend": totals[5], "errors": totals[6],
+                "4xx": totals[7], "5xx": totals[8], "bytes_out": totals[9],
+            },
+            "access_log": {
+                "target": cfg.access_log.to_string(),
+                "format": cfg.log_format.to_string(),
+                "written": log.written, "dropped": log.dropped, "queue": log.depth, "errors": log.errors,
+            },
+        })
+    }
+}
+
+fn render_knobs(v: &Value) -> String {
+    let Some(map) = v.as_object() else {
+        return v.to_string();
+    };
+    map.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k} = {s}"),
+            Value::Array(a) => format!(
+                "{k} = {}",
+                a.iter()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Value::Null => format!("{k} ="),
+            other => format!("{k} = {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

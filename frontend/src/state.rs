@@ -1,0 +1,63 @@
+//! What the management daemon shares with the main daemons.
+//!
+//! The configuration in force is one `Arc<Runtime>` behind an `ArcSwap`: `khttpd-ctl set` and `reload`
+//! build a complete new one and swap it in, so every request sees one consistent configuration, and
+//! requests already running finish with the one they started with. Counters, the access log and the
+//! connection count outlive swaps and stop/start cycles.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::server::OpenConnections;
+use crate::stats::DaemonStats;
+
+/// One consistent configuration and what is built from it.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+}
+
+impl Runtime {
+    /// Builds the run-time pieces for `config`.
+    pub fn new(config: Config) -> Runtime {
+        Runtime {
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// State shared by the management daemon and every main daemon.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration in force, swapped atomically.
+    pub current: ArcSwap<Runtime>,
+    /// The Logging stage.
+    pub access_log: Arc<AccessLog>,
+    /// Connections open over all main daemons (maxconnect).
+    pub open: Arc<OpenConnections>,
+    /// Each main daemon's counters, by daemon number.
+    pub stats: Vec<Arc<DaemonStats>>,
+}
+
+impl Shared {
+    /// State for `threads` main daemons.
+    pub fn new(runtime: Runtime, access_log: Arc<AccessLog>, threads: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            current: ArcSwap::from_pointee(runtime),
+            access_log,
+            open: Arc::new(OpenConnections::default()),
+            stats: (0..threads)
+                .map(|_| Arc::new(DaemonStats::default()))
+                .collect(),
+        })
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.current.load().config.clone()
+    }
+}

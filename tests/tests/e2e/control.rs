@@ -1,0 +1,260 @@
+//! The management daemon through the real `khttpd-ctl`: every command, stop while a download is in
+//! flight, start, unload, set/get validation, reload with a good and a bad file, the socket's mode,
+//! two servers side by side, and signals.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use khttpd_tests::front::Front;
+use khttpd_tests::http;
+
+use crate::site::{big_content, Site};
+
+fn start(site: &Site, extra: &[&str]) -> Front {
+    let mut args = vec!["--root", site.root_arg(), "--threads", "2"];
+    args.extend_from_slice(extra);
+    Front::start(&args)
+}
+
+fn refused(addr: std::net::SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
+}
+
+#[test]
+fn status_get_and_socket_mode() {
+    let site = Site::new();
+    let f = start(&site, &[]);
+    assert_eq!(http::get(f.addr, "/alphabet.txt").status, 200);
+    let mode = std::fs::metadata(&f.control).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+    let (code, out, err) = f.ctl(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("running"), "{out}");
+    assert!(
+        out.contains("waiting") && out.contains("sending") && out.contains("userspace"),
+        "{out}"
+    );
+    let (code, out, _) = f.ctl(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["daemons"].as_array().unwrap().len(), 2);
+    assert!(v["totals"]["static"].as_u64().unwrap() >= 1);
+    let (code, out, _) = f.ctl(&["get", "maxconnect"]);
+    assert_eq!((code, out.trim()), (0, "maxconnect = 16384"));
+    let (code, out, _) = f.ctl(&["get"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("documentroot") && out.contains("perm_forbid"),
+        "{out}"
+    );
+}
+
+#[test]
+fn set_validates_and_applies_atomically() {
+    let site = Site::new();
+    let f = start(&site, &[]);
+    let (code, _, err) = f.ctl(&["set", "maxconnect", "lots"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("lots") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = f.ctl(&["set", "threads", "8"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("restart"), "{err}");
+    let (code, _, err) = f.ctl(&["set", "documentroot", "/nonexistent/khttpd"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("document root"), "{err}");
+    assert_eq!(
+        http::get(f.addr, "/alphabet.txt").status,
+        200,
+        "a refused set changes nothing"
+    );
+    let (code, _, err) = f.ctl(&["set", "nosuchknob", "1"]);
+    assert_eq!(code, 1, "{err}");
+
+    // sloppymime off: unknown types with no backend are still served; listing off takes effect at once.
+    let (code, _, err) = f.ctl(&["set", "listing", "off"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(http::get(f.addr, "/awkward/").status, 403);
+    let (code, out, _) = f.ctl(&["get", "listing"]);
+    assert_eq!((code, out.trim()), (0, "listing = false"));
+    // documentroot to another directory.
+    let other = Site::new();
+    std::fs::write(other.root.join("only-here.txt"), b"other root").unwrap();
+    let (code, _, err) = f.ctl(&["set", "documentroot", other.root_arg()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(http::get(f.addr, "/only-here.txt").body, b"other root");
+}
+
+#[test]
+fn stop_drains_a_download_then_start_serves_again() {
+    let site = Site::new();
+    let mut f = start(&site, &[]);
+    let addr = f.addr;
+    // A download the client reads slowly: it is in flight when stop arrives.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1024];
+    s.read_exact(&mut first).unwrap();
+    let ctl = std::thread::spawn({
+        let control = f.control.clone();
+        move || {
+            let out = std::process::Command::new(khttpd_tests::binary("khttpd-ctl"))
+                .arg("--control")
+                .arg(control)
+                .arg("stop")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    });
+    // Listeners close at once while the download continues.
+    let closed = khttpd_tests::wait_until(Duration::from_secs(5), || refused(addr).then_some(()));
+    assert!(closed.is_some(), "the port refuses connections after stop");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut rest = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let mut all = first.to_vec();
+    all.extend_from_slice(&rest);
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        all[head_end..] == big_content()[..],
+        "the in-flight download completed intact"
+    );
+    let (code, out) = ctl.join().unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out, _) = f.ctl(&["status"]);
+    assert!(out.contains("stopped"), "{out}");
+
+    let (code, out, err) = f.ctl(&["start"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("listening"), "{out}");
+    let addr = f.refresh_addr();
+    assert_eq!(http::get(addr, "/alphabet.txt").status, 200);
+}
+
+#[test]
+fn started_stopped_waits_for_start_and_unload_exits_zero() {
+    let site = Site::new();
+    let mut f = Front::start(&["--root", site.root_arg(), "--stopped", "--threads", "1"]);
+    assert!(
+        !f.stdout().contains("listening on"),
+        "no listener before start"
+    );
+    let (code, _, err) = f.ctl(&["start"]);
+    assert_eq!(code, 0, "{err}");
+    let addr = f.refresh_addr();
+    assert_eq!(http::get(addr, "/alphabet.txt").status, 200);
+    let (code, out, err) = f.ctl(&["unload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        f.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "unload exits 0"
+    );
+    assert!(!f.control.exists(), "the socket file is removed");
+    let (code, _, err) = f.ctl(&["status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no khttpd-front is listening"), "{err}");
+}
+
+#[test]
+fn reload_takes_a_good_file_and_refuses_a_bad_one() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("khttpd.toml");
+    std::fs::write(&file, "maxconnect = 100\n").unwrap();
+    let f = start(&site, &["--config", file.to_str().unwrap()]);
+    assert_eq!(f.ctl(&["get", "maxconnect"]).1.trim(), "maxconnect = 100");
+    std::fs::write(&file, "maxconnect = 200\nlisting = \"off\"\n").unwrap();
+    let (code, _, err) = f.ctl(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(f.ctl(&["get", "maxconnect"]).1.trim(), "maxconnect = 200");
+    assert_eq!(http::get(f.addr, "/awkward/").status, 403);
+    std::fs::write(&file, "maxconnect = \"many\"\n").unwrap();
+    let (code, _, err) = f.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("previous configuration"), "{err}");
+    assert_eq!(
+        f.ctl(&["get", "maxconnect"]).1.trim(),
+        "maxconnect = 200",
+        "the running config stays"
+    );
+    assert_eq!(http::get(f.addr, "/alphabet.txt").status, 200);
+    // SIGHUP reloads too.
+    std::fs::write(&file, "maxconnect = 300\n").unwrap();
+    f.signal(libc::SIGHUP);
+    let seen = khttpd_tests::wait_until(Duration::from_secs(5), || {
+        (f.ctl(&["get", "maxconnect"]).1.trim() == "maxconnect = 300").then_some(())
+    });
+    assert!(seen.is_some(), "SIGHUP reloaded the file");
+}
+
+#[test]
+fn two_servers_side_by_side() {
+    let site = Site::new();
+    let a = start(&site, &[]);
+    let b = start(&site, &[]);
+    assert_ne!(a.control, b.control);
+    assert_eq!(a.ctl(&["set", "maxconnect", "11"]).0, 0);
+    assert_eq!(b.ctl(&["get", "maxconnect"]).1.trim(), "maxconnect = 16384");
+    assert_eq!(a.ctl(&["get", "maxconnect"]).1.trim(), "maxconnect = 11");
+    // A second server on the same control socket refuses to start.
+    let clash = Front::try_start(&[
+        "--root",
+        site.root_arg(),
+        "--control",
+        a.control.to_str().unwrap(),
+    ]);
+    let (code, err) = clash.err().expect("second server on a live socket");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already running"), "{err}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let site = Site::new();
+    let mut f = start(&site, &[]);
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1024];
+    s.read_exact(&mut first).unwrap();
+    let started = Instant::now();
+    f.signal(libc::SIGTERM);
+    let mut all = first.to_vec();
+    s.read_to_end(&mut all).unwrap();
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        all[head_end..] == big_content()[..],
+        "the in-flight download completed intact"
+    );
+    assert_eq!(f.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn ctl_without_a_daemon_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(khttpd_tests::binary("khttpd-ctl"))
+        .arg("--control")
+        .arg(dir.path().join("nothing.sock"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no khttpd-front is listening"), "{err}");
+}
