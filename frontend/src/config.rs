@@ -35,6 +35,41 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_BACKEND", value_delimiter = ',')]
     pub backend: Vec<String>,
 
+    /// Seconds to connect to a backend and, again, to receive its response head; past it, 504.
+    #[arg(long, env = "KHTTPD_BACKEND_TIMEOUT", default_value_t = 60.0, value_parser = parse_secs)]
+    pub backend_timeout: f64,
+
+    /// Requests in flight per backend over all main daemons; more wait in a queue.
+    #[arg(long, env = "KHTTPD_BACKEND_MAX_CONNS", default_value_t = 64)]
+    pub backend_max_conns: usize,
+
+    /// Seconds a request waits in a backend's queue before it is answered 503 with Retry-After.
+    #[arg(long, env = "KHTTPD_BACKEND_QUEUE_TIMEOUT", default_value_t = 5.0, value_parser = parse_secs)]
+    pub backend_queue_timeout: f64,
+
+    /// Seconds a pooled backend connection may stay idle; keep it under Apache's KeepAliveTimeout (5 s).
+    #[arg(long, env = "KHTTPD_BACKEND_IDLE_TIMEOUT", default_value_t = 4.0, value_parser = parse_secs)]
+    pub backend_idle_timeout: f64,
+
+    /// Seconds a backend that refused, reset or timed out is skipped before it is tried again.
+    #[arg(long, env = "KHTTPD_BACKEND_COOLDOWN", default_value_t = 2.0, value_parser = parse_secs)]
+    pub backend_cooldown: f64,
+
+    /// PROXY protocol toward the backend: off, v1 or v2 (each client connection then gets its own
+    /// backend connection, and Apache's mod_remoteip `RemoteIPProxyProtocol On` sees the client).
+    #[arg(long, env = "KHTTPD_PROXY_PROTOCOL", default_value = "off")]
+    pub proxy_protocol: String,
+
+    /// Peers (CIDR) whose own X-Forwarded-For/-Proto/-Host are kept and extended; from anyone else
+    /// they are replaced. Repeatable.
+    #[arg(long, env = "KHTTPD_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
+
+    /// Add `X-Khttpd-Route: static|backend|error` to every answer, to see who served what.
+    #[arg(long, env = "KHTTPD_ROUTE_HEADER", default_value = "off", value_parser = parse_on_off,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
+    pub route_header: bool,
+
     /// Comma-separated dynamic extensions, matched case-insensitively on any path segment (so
     /// `index.php/extra` is dynamic); an entry starting with `/` is a path prefix such as `/cgi-bin/`.
     #[arg(long, env = "KHTTPD_DYNAMIC", default_value = "php,shtml,/cgi-bin/")]
@@ -261,6 +296,10 @@ pub struct Config {
     pub backlog: i32,
     /// Most open connections.
     pub maxconnect: usize,
+    /// How requests reach the backends.
+    pub bridge: khttpd_bridge::BridgeConfig,
+    /// `X-Khttpd-Route` on every answer.
+    pub route_header: bool,
     /// Where access-log lines go.
     pub access_log: crate::access_log::LogTarget,
     /// Their format.
@@ -334,7 +373,33 @@ impl TryFrom<Args> for Config {
                 ConfigError(format!("--cache-control {cc:?} is not a header value"))
             })?;
         }
+        let proxy_protocol = a
+            .proxy_protocol
+            .parse()
+            .map_err(|e| ConfigError(format!("--proxy-protocol: {e}")))?;
+        let trusted_proxies = a
+            .trusted_proxy
+            .iter()
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .map_err(|e| ConfigError(format!("--trusted-proxy: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bridge = khttpd_bridge::BridgeConfig {
+            backends: backends.clone(),
+            timeout: Duration::from_secs_f64(a.backend_timeout),
+            max_conns: a.backend_max_conns.max(1),
+            queue_timeout: Duration::from_secs_f64(a.backend_queue_timeout),
+            idle_timeout: Duration::from_secs_f64(a.backend_idle_timeout),
+            fail_cooldown: Duration::from_secs_f64(a.backend_cooldown),
+            proxy_protocol,
+            trusted_proxies,
+        };
         Ok(Config {
+            bridge,
+            route_header: a.route_header,
             listen: SocketAddr::new(a.bind, a.port),
             root,
             backends,

@@ -7,24 +7,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{
-    HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, REFERER, SERVER,
-    TRANSFER_ENCODING, USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, REFERER,
+    RETRY_AFTER, SERVER, TRANSFER_ENCODING, USER_AGENT,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use khttpd_bridge::Session;
 
 use crate::access_log::LogRecord;
 use crate::body::{Body, PendingLog};
 use crate::config::Config;
 use crate::fs::RealFs;
 use crate::pages;
-use crate::route::{self, NoBackend, Route};
+use crate::route::{self, BackendReason, NoBackend, Route};
 use crate::state::Shared;
 use crate::stats::{DaemonStats, RouteKind, Stage};
 use crate::{directory, static_file};
 
 /// What every request of one connection shares.
-#[derive(Debug, Clone)]
 pub struct ConnCtx {
     /// State shared with the management daemon (the configuration in force, the access log).
     pub shared: Arc<Shared>,
@@ -34,6 +34,17 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     /// Our address on this connection.
     pub local: SocketAddr,
+    /// The way to the backends, when there are any.
+    pub session: Option<Session>,
+}
+
+impl std::fmt::Debug for ConnCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnCtx")
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The `Server` header of every response.
@@ -58,15 +69,17 @@ pub async fn handle(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     ctx.stats.count(kind, status, len);
-    resp.headers_mut()
-        .insert(SERVER, HeaderValue::from_static(SERVER_NAME));
+    let h = resp.headers_mut();
+    h.insert(SERVER, HeaderValue::from_static(SERVER_NAME));
+    if runtime.config.route_header {
+        h.insert(
+            HeaderName::from_static("x-khttpd-route"),
+            HeaderValue::from_static(route_name(kind)),
+        );
+    }
     if let Some(mut record) = record {
         record.status = status;
-        record.route = match kind {
-            RouteKind::Static => "static",
-            RouteKind::Backend => "backend",
-            RouteKind::Error => "error",
-        };
+        record.route = route_name(kind);
         let pending = PendingLog {
             record,
             log: log.clone(),
@@ -75,6 +88,48 @@ pub async fn handle(
         resp = resp.map(|b| b.with_log(pending));
     }
     Ok(resp)
+}
+
+/// kHTTPd's Userspace stage: the request goes to the backend as it came, or, with none configured,
+/// gets an error; a dynamic file is never served as source, whatever fails.
+async fn userspace(
+    req: Request<Incoming>,
+    ctx: &ConnCtx,
+    reason: BackendReason,
+) -> (RouteKind, Response<Body>) {
+    let Some(session) = &ctx.session else {
+        return match Route::without_backend(reason) {
+            NoBackend::MethodNotAllowed => (RouteKind::Error, pages::method_not_allowed()),
+            NoBackend::Status(status, detail) => (RouteKind::Error, pages::error(status, detail)),
+        };
+    };
+    let stage = ctx.stats.enter(Stage::Userspace);
+    match session.forward(req).await {
+        Ok(resp) => (
+            RouteKind::Backend,
+            resp.map(|b| Body::backend(b).with_stage(stage)),
+        ),
+        Err(e) => {
+            ctx.stats
+                .backend_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(peer = %ctx.peer, reason = reason.as_str(), kind = e.kind(), error = %e, "backend failed");
+            let mut page = pages::error(e.status(), e.detail());
+            if let Some(secs) = e.retry_after() {
+                page.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            (RouteKind::Error, page)
+        }
+    }
+}
+
+fn route_name(kind: RouteKind) -> &'static str {
+    match kind {
+        RouteKind::Static => "static",
+        RouteKind::Backend => "backend",
+        RouteKind::Error => "error",
+    }
 }
 
 fn log_record(req: &Request<Incoming>, peer: SocketAddr) -> LogRecord {
@@ -160,10 +215,7 @@ async fn respond(
             };
             (RouteKind::Error, pages::error(status, detail))
         }
-        Route::Backend(reason) => match Route::without_backend(reason) {
-            NoBackend::MethodNotAllowed => (RouteKind::Error, pages::method_not_allowed()),
-            NoBackend::Status(status, detail) => (RouteKind::Error, pages::error(status, detail)),
-        },
+        Route::Backend(reason) => userspace(req, ctx, reason).await,
     }
 }
 

@@ -62,7 +62,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
         .map_err(StartError::AccessLog)?;
     let threads = config.threads;
     let listen = config.listen;
-    let shared = Shared::new(Runtime::new(config), log.clone(), threads);
+    let shared = Shared::new(Runtime::new(config, None), log.clone(), threads);
     let control_path = args
         .control
         .clone()
@@ -285,7 +285,8 @@ impl Manager {
                 .map_err(|e| format!("access log {}: {e}", config.access_log))?;
         }
         log.set_format(config.log_format);
-        self.shared.current.store(Arc::new(Runtime::new(config)));
+        let next = Runtime::new(config, Some(&self.shared.current.load()));
+        self.shared.current.store(Arc::new(next));
         Ok(())
     }
 
@@ -348,6 +349,13 @@ impl Manager {
                 "static": totals[4], "backend": totals[5], "errors": totals[6],
                 "4xx": totals[7], "5xx": totals[8], "bytes_out": totals[9],
             },
+            "backends": self.shared.current.load().upstreams.as_ref().map(|u| u.snapshot()).unwrap_or_default()
+                .into_iter().map(|b| json!({
+                    "backend": b.addr.to_string(), "healthy": b.healthy, "requests": b.requests,
+                    "in_flight": b.in_flight, "retries": b.retries, "refused": b.refused, "reset": b.reset,
+                    "timeouts": b.timeouts, "bad_responses": b.bad_responses, "queue_full": b.queue_full,
+                    "idle_pooled": b.idle_pooled,
+                })).collect::<Vec<_>>(),
             "access_log": {
                 "target": cfg.access_log.to_string(),
                 "format": cfg.log_format.to_string(),

@@ -21,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use khttpd_bridge::{Bridge, ClientInfo, Session};
+
 use crate::config::Config;
 use crate::handler::{self, ConnCtx};
 use crate::head_guard::{HeadGuard, Timeouts};
@@ -91,6 +93,8 @@ pub async fn accept_loop(
     stats: Arc<DaemonStats>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // This daemon's backend connection pools, rebuilt when the backends change.
+    let mut bridge: Option<Arc<Bridge>> = None;
     // Each connection holds a sender; when all are gone the daemon is drained (mini-redis's pattern).
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     loop {
@@ -108,7 +112,8 @@ pub async fn accept_loop(
                         continue;
                     };
                     let local = stream.local_addr().unwrap_or(peer);
-                    let ctx = Arc::new(ConnCtx { shared: shared.clone(), stats: stats.clone(), peer, local });
+                    let session = session_for(&shared, &mut bridge, peer, local);
+                    let ctx = Arc::new(ConnCtx { shared: shared.clone(), stats: stats.clone(), peer, local, session });
                     let conn = serve(stream, ctx, cfg, stop.clone(), (alive_tx.clone(), slot));
                     tokio::spawn(conn);
                 }
@@ -128,6 +133,30 @@ pub async fn accept_loop(
             "grace period over; cutting the connections still open"
         );
     }
+}
+
+/// The client connection's way to the backends (kHTTPd's Userspace hand-off), if there are any.
+fn session_for(
+    shared: &Shared,
+    bridge: &mut Option<Arc<Bridge>>,
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+) -> Option<Session> {
+    let runtime = shared.current.load();
+    let upstreams = runtime.upstreams.as_ref()?;
+    let current = match bridge {
+        Some(b) if Arc::ptr_eq(b.upstreams(), upstreams) => b.clone(),
+        _ => {
+            let b = Bridge::new(upstreams.clone());
+            *bridge = Some(b.clone());
+            b
+        }
+    };
+    Some(current.session(ClientInfo {
+        peer,
+        local,
+        scheme: "http",
+    }))
 }
 
 async fn accept_error(e: &io::Error) {
@@ -191,7 +220,10 @@ async fn serve(
         send: cfg.send_timeout,
     };
     let io = TokioIo::new(HeadGuard::new(stream, cfg.max_head_size, timeouts));
-    let conn = http1_builder(&cfg).serve_connection(io, service);
+    // Upgrades (WebSocket) are tunnelled to the backend after its 101.
+    let conn = http1_builder(&cfg)
+        .serve_connection(io, service)
+        .with_upgrades();
     tokio::pin!(conn);
     let stopping = *stop.borrow();
     if stopping {

@@ -9,23 +9,41 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use khttpd_bridge::Upstreams;
+
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::server::OpenConnections;
 use crate::stats::DaemonStats;
 
 /// One consistent configuration and what is built from it.
-#[derive(Debug)]
 pub struct Runtime {
     /// The validated configuration.
     pub config: Arc<Config>,
+    /// The backends (None without any): concurrency limits, health and counters, shared by all daemons.
+    pub upstreams: Option<Arc<Upstreams>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Runtime {
-    /// Builds the run-time pieces for `config`.
-    pub fn new(config: Config) -> Runtime {
+    /// Builds the run-time pieces for `config`, keeping `previous`'s backends (their pools, health and
+    /// counters) when their settings did not change.
+    pub fn new(config: Config, previous: Option<&Runtime>) -> Runtime {
+        let upstreams = match previous.and_then(|p| p.upstreams.as_ref()) {
+            Some(u) if *u.config() == config.bridge => Some(u.clone()),
+            _ if config.bridge.backends.is_empty() => None,
+            _ => Some(Upstreams::new(config.bridge.clone())),
+        };
         Runtime {
             config: Arc::new(config),
+            upstreams,
         }
     }
 }

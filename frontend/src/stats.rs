@@ -47,6 +47,8 @@ pub struct DaemonStats {
     pub status_class: [AtomicU64; 6],
     /// Body bytes announced in responses.
     pub bytes_out: AtomicU64,
+    /// Requests the backend could not answer (refused, reset, timeout, queue full, garbage).
+    pub backend_errors: AtomicU64,
 }
 
 impl DaemonStats {

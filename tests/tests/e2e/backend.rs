@@ -1,0 +1,568 @@
+//! The front in front of a real Apache 2.4 + mod_php: what goes to the backend and what never does,
+//! bodies streamed both ways, client addresses, faults, WebSocket and request smuggling. In-process
+//! backends only for what Apache cannot do on demand (stall, WebSocket echo).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use khttpd_tests::apache::{Apache, ApacheOptions};
+use khttpd_tests::front::Front;
+use khttpd_tests::http::{self, Conn};
+use tempfile::TempDir;
+
+use crate::wire::SMUGGLING;
+
+/// The sample site plus a few PHP probes, in a temp docroot both servers share.
+struct Docroot {
+    dir: TempDir,
+}
+
+impl Docroot {
+    fn new() -> Docroot {
+        let dir = tempfile::Builder::new()
+            .prefix("khttpd-docroot-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("www");
+        copy_dir(&khttpd_tests::repo_root().join("www"), &root);
+        let probes: &[(&str, &str)] = &[
+            (
+                "env.php",
+                r#"<?php header('Content-Type: application/json'); echo json_encode([
+                    'remote_addr' => $_SERVER['REMOTE_ADDR'] ?? null,
+                    'xff' => $_SERVER['HTTP_X_FORWARDED_FOR'] ?? null,
+                    'xfp' => $_SERVER['HTTP_X_FORWARDED_PROTO'] ?? null,
+                    'xfh' => $_SERVER['HTTP_X_FORWARDED_HOST'] ?? null,
+                    'via' => $_SERVER['HTTP_VIA'] ?? null,
+                    'host' => $_SERVER['HTTP_HOST'] ?? null,
+                    'uri' => $_SERVER['REQUEST_URI'] ?? null,
+                    'method' => $_SERVER['REQUEST_METHOD'] ?? null,
+                ]);"#,
+            ),
+            (
+                "upload.php",
+                r#"<?php $in = fopen('php://input', 'rb'); $n = 0; $h = hash_init('md5');
+                    while (!feof($in)) { $b = fread($in, 65536); $n += strlen($b); hash_update($h, $b); }
+                    echo $n, ' ', hash_final($h);"#,
+            ),
+            (
+                "download.php",
+                r#"<?php $mb = (int)($_GET['mb'] ?? 1); header('Content-Type: application/octet-stream');
+                    $chunk = str_repeat('0123456789abcdef', 65536);
+                    for ($i = 0; $i < $mb; $i++) { echo $chunk; flush(); }"#,
+            ),
+            ("private/.htaccess", "Require all denied\n"),
+            ("private/secret.html", "PRIVATE-LEAK\n"),
+            (
+                "app/index.php",
+                "<?php echo 'front controller: ', $_SERVER['REQUEST_URI'];",
+            ),
+        ];
+        for (name, body) in probes {
+            let p = root.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        Docroot { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+/// Apache settings for big bodies: no request-body limit in Apache or PHP.
+const BIG_BODIES: &str =
+    "LimitRequestBody 0\nphp_admin_value post_max_size 0\nphp_admin_value output_buffering 0\n";
+
+fn apache(doc: &Docroot, options: ApacheOptions) -> Apache {
+    let mut options = options;
+    options.extra.push_str(BIG_BODIES);
+    Apache::start_with(&doc.root(), options)
+}
+
+fn front(doc: &Docroot, backend: SocketAddr, extra: &[&str]) -> Front {
+    let root = doc.root();
+    let backend = backend.to_string();
+    let mut args = vec![
+        "--root",
+        root.to_str().unwrap(),
+        "--threads",
+        "2",
+        "--backend",
+        &backend,
+    ];
+    args.extend_from_slice(extra);
+    Front::start(&args)
+}
+
+fn json(r: &http::Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+/// Apache's access-log lines for `path` (the request line as logged).
+fn apache_saw(a: &Apache, path: &str) -> usize {
+    a.log_lines_matching(&format!(" {path} HTTP/")).len()
+}
+
+#[test]
+fn php_form_flow_and_ssi_through_the_front() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &["--route-header"]);
+    let form = http::get(f.addr, "/demo1.php");
+    assert_eq!(form.status, 200);
+    assert_eq!(form.header("x-khttpd-route"), Some("backend"));
+    assert!(
+        form.text().contains("demo2.php") && !form.text().contains("<?php"),
+        "{}",
+        form.text()
+    );
+    let posted = http::request(
+        f.addr,
+        "POST",
+        "/demo2.php",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"name=Ada+%3Cb%3E",
+    );
+    assert_eq!(posted.status, 200);
+    assert!(posted.text().contains("Ada &lt;b&gt;"), "{}", posted.text());
+    let ssi = http::get(f.addr, "/ssi.shtml");
+    assert_eq!(ssi.status, 200);
+    assert!(
+        !ssi.text().contains("<!--#echo"),
+        "SSI was rendered by Apache: {}",
+        ssi.text()
+    );
+    assert!(ssi.text().contains("ssi.shtml"), "{}", ssi.text());
+    // Case-insensitive dynamic extension and path-info both reach Apache, never as source.
+    let upper = http::get(f.addr, "/demo1.PHP");
+    assert!(!upper.text().contains("<?php"));
+    assert_eq!(apache_saw(&a, "/demo1.PHP"), 1);
+}
+
+#[test]
+fn static_files_never_reach_apache_and_missing_ones_do() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &["--route-header"]);
+    for path in [
+        "/",
+        "/assets/style.css",
+        "/assets/app.js?v=3",
+        "/assets/logo.png",
+        "/files/",
+        "/files/readme.txt",
+    ] {
+        let r = http::get(f.addr, path);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("x-khttpd-route"), Some("static"), "{path}");
+    }
+    let missing = http::get(f.addr, "/no/such/page");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("x-khttpd-route"), Some("backend"));
+    assert!(
+        a.wait_for_log_line(" /no/such/page HTTP/", Duration::from_secs(5))
+            .is_some(),
+        "Apache answered the 404"
+    );
+    // A front-controller style pretty URL under a directory whose index is PHP.
+    let app = http::get(f.addr, "/app/");
+    assert!(
+        app.text().contains("front controller: /app/"),
+        "{}",
+        app.text()
+    );
+    for path in [
+        "/assets/style.css",
+        "/assets/app.js",
+        "/files/",
+        "/files/readme.txt",
+    ] {
+        assert_eq!(
+            apache_saw(&a, path),
+            0,
+            "{path} reached Apache:\n{}",
+            a.access_log()
+        );
+    }
+    // An .htaccess-guarded directory is Apache's to judge: its 403, never the file.
+    let private = http::get(f.addr, "/private/secret.html");
+    assert_eq!(private.status, 403);
+    assert!(!private.text().contains("PRIVATE-LEAK"));
+    assert!(a
+        .wait_for_log_line(" /private/secret.html HTTP/", Duration::from_secs(5))
+        .is_some());
+    let other = http::request(f.addr, "DELETE", "/files/readme.txt", &[], b"");
+    assert_eq!(other.header("x-khttpd-route"), Some("backend"));
+}
+
+#[test]
+fn large_upload_and_download_stream_without_growing_memory() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &[]);
+    // 256 MiB up, generated as it is sent.
+    let size: usize = 256 << 20;
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!("POST /upload.php HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let mut digest = Md5Check::default();
+    for _ in 0..size / block.len() {
+        s.write_all(&block).unwrap();
+        digest.blocks += 1;
+    }
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(body.starts_with(&format!("{size} ")), "PHP received {body}");
+    let md5 = body.split_whitespace().nth(1).unwrap();
+    assert_eq!(md5, digest.expected(&block), "upload arrived intact");
+
+    // 256 MiB down, read as it comes.
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(b"GET /download.php?mb=256 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total > 256 << 20, "downloaded {total} bytes");
+    // Neither body ever sat in the front's memory.
+    let hwm = peak_rss_kib(f.pid());
+    assert!(
+        hwm < 96 * 1024,
+        "front peaked at {hwm} KiB while streaming 2 x 256 MiB"
+    );
+}
+
+/// The md5 of `blocks` copies of one block, computed by the `md5sum` tool.
+#[derive(Default)]
+struct Md5Check {
+    blocks: usize,
+}
+
+impl Md5Check {
+    fn expected(&self, block: &[u8]) -> String {
+        let mut child = std::process::Command::new("md5sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for _ in 0..self.blocks {
+            stdin.write_all(block).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn many_requests_share_few_backend_connections() {
+    let doc = Docroot::new();
+    let conns_log = tempfile::NamedTempFile::new().unwrap();
+    std::fs::set_permissions(conns_log.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let extra = format!(
+        "LogFormat \"%{{remote}}p\" connport\nCustomLog {} connport\n",
+        conns_log.path().display()
+    );
+    let a = apache(
+        &doc,
+        ApacheOptions {
+            extra,
+            ..ApacheOptions::default()
+        },
+    );
+    let f = front(&doc, a.addr, &["--threads", "1"]);
+    let mut clients: Vec<Conn> = (0..4).map(|_| Conn::open(f.addr)).collect();
+    for i in 0..60 {
+        let c = &mut clients[i % 4];
+        assert_eq!(c.request("GET", "/env.php", &[], b"").status, 200);
+    }
+    khttpd_tests::wait_until(Duration::from_secs(5), || {
+        (std::fs::read_to_string(conns_log.path())
+            .unwrap()
+            .lines()
+            .count()
+            >= 60)
+            .then_some(())
+    });
+    let ports: std::collections::HashSet<String> = std::fs::read_to_string(conns_log.path())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        ports.len() <= 4,
+        "60 requests used {} backend connections",
+        ports.len()
+    );
+}
+
+#[test]
+fn forwarded_headers_replace_a_spoofed_client_value() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &[]);
+    let r = http::request(
+        f.addr,
+        "GET",
+        "/env.php?a=%2F%20b&c",
+        &[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("Host", "site.example"),
+        ],
+        b"",
+    );
+    let v = json(&r);
+    assert_eq!(v["remote_addr"], "127.0.0.1", "{v}");
+    assert!(
+        !v.to_string().contains("6.6.6.6"),
+        "spoofed address reached the backend: {v}"
+    );
+    assert!(!v.to_string().contains("evil.example"), "{v}");
+    assert_eq!(v["host"], "site.example", "Host is kept");
+    assert_eq!(
+        v["uri"], "/env.php?a=%2F%20b&c",
+        "path and query forwarded byte for byte"
+    );
+    assert_eq!(v["xfp"], "http");
+    assert!(
+        v["via"].as_str().unwrap_or("").contains("khttpd-front"),
+        "{v}"
+    );
+    // From a trusted proxy the chain is kept and extended.
+    let t = front(&doc, a.addr, &["--trusted-proxy", "127.0.0.0/8"]);
+    let v = json(&http::request(
+        t.addr,
+        "GET",
+        "/env.php",
+        &[("X-Forwarded-For", "203.0.113.9")],
+        b"",
+    ));
+    assert_eq!(v["remote_addr"], "203.0.113.9", "{v}");
+}
+
+#[test]
+fn proxy_protocol_v2_shows_the_real_client() {
+    let doc = Docroot::new();
+    let a = apache(
+        &doc,
+        ApacheOptions {
+            proxy_protocol: true,
+            ..ApacheOptions::default()
+        },
+    );
+    let f = front(
+        &doc,
+        a.addr,
+        &["--proxy-protocol", "v2", "--bind", "0.0.0.0"],
+    );
+    let port = f.addr.port();
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut s: TcpStream = s.into();
+    s.write_all(b"GET /env.php HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let (r, _) = http::parse_one(&raw).unwrap();
+    assert_eq!(json(&r)["remote_addr"], "127.0.0.2", "{}", r.text());
+}
+
+#[test]
+fn apache_down_gives_502_fast_static_still_served_and_recovery() {
+    let doc = Docroot::new();
+    let mut a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &["--backend-cooldown", "0.5"]);
+    assert_eq!(http::get(f.addr, "/env.php").status, 200);
+    a.stop();
+    let started = Instant::now();
+    let r = http::get(f.addr, "/env.php");
+    assert_eq!(r.status, 502);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "502 took {:?}",
+        started.elapsed()
+    );
+    assert!(!r.text().contains("<?php"), "never the source");
+    assert_eq!(
+        http::get(f.addr, "/assets/style.css").status,
+        200,
+        "static files still served"
+    );
+    a.start_again();
+    let back = khttpd_tests::wait_until(Duration::from_secs(5), || {
+        (http::get(f.addr, "/env.php").status == 200).then_some(())
+    });
+    assert!(back.is_some(), "the front recovered after Apache restarted");
+    let (_, out, _) = f.ctl(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["backends"][0]["refused"].as_u64().unwrap() >= 1, "{v}");
+}
+
+#[test]
+fn stalled_backend_gives_504() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts and never answers: a backend Apache cannot imitate on demand.
+    let _hold = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().take(4) {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let doc = Docroot::new();
+    let f = front(&doc, addr, &["--backend-timeout", "1"]);
+    let started = Instant::now();
+    let r = http::get(f.addr, "/env.php");
+    assert_eq!(r.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(!r.text().contains("<?php"));
+}
+
+#[test]
+fn websocket_echo_through_the_front() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let mut w = s;
+        w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = r.read(&mut buf).unwrap_or(0);
+            if n == 0 || w.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let doc = Docroot::new();
+    let f = front(&doc, addr, &[]);
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /ws/chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    for msg in [
+        &b"\x81\x05hello"[..],
+        b"\x82\x03\x00\x01\x02",
+        b"line\nwith\nLF\n\n",
+    ] {
+        s.write_all(msg).unwrap();
+        let mut echo = vec![0u8; msg.len()];
+        s.read_exact(&mut echo).unwrap();
+        assert_eq!(echo, msg);
+    }
+}
+
+#[test]
+fn smuggling_never_reaches_apache() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &[]);
+    for (name, req) in SMUGGLING {
+        let mut c = Conn::open(f.addr);
+        c.send(req);
+        let raw = c.read_to_end();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            text.starts_with("HTTP/1.1 400") || text.starts_with("HTTP/1.1 501"),
+            "{name}: {text}"
+        );
+    }
+    // A well-formed request after them reaches Apache, and none of the others did.
+    assert_eq!(http::get(f.addr, "/env.php").status, 200);
+    assert!(a
+        .wait_for_log_line(" /env.php HTTP/", Duration::from_secs(5))
+        .is_some());
+    assert_eq!(apache_saw(&a, "/x.php"), 0, "{}", a.access_log());
+    assert_eq!(apache_saw(&a, "/alphabet.txt"), 0, "{}", a.access_log());
+}
+
+#[test]
+fn stalled_request_body_is_cut_at_the_body_timeout() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &["--body-timeout", "1"]);
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    s.write_all(b"POST /upload.php HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc")
+        .unwrap();
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "a stalled upload held the connection for {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(800),
+        "cut before the body timeout: {waited:?}"
+    );
+}
