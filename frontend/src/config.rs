@@ -138,6 +138,33 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_CHUNK_SIZE", default_value_t = 65536)]
     pub chunk_size: usize,
 
+    /// Bytes the content cache may hold (bodies, compressed variants, listings, routing): a number
+    /// with an optional K, M or G suffix.
+    #[arg(long, env = "KHTTPD_CACHE_SIZE", default_value = "256M", value_parser = parse_size)]
+    pub cache_size: u64,
+
+    /// Largest file kept in the cache (and compressed); larger files stream from disk.
+    #[arg(long, env = "KHTTPD_CACHE_MAX_FILE", default_value = "2M", value_parser = parse_size)]
+    pub cache_max_file: u64,
+
+    /// Smallest body worth compressing, in bytes.
+    #[arg(long, env = "KHTTPD_COMPRESS_MIN", default_value = "256", value_parser = parse_size)]
+    pub compress_min: u64,
+
+    /// Seconds a request waits for a compression in progress before taking the next-best encoding
+    /// (the compression finishes for later requests).
+    #[arg(long, env = "KHTTPD_COMPRESS_WAIT", default_value_t = 1.0, value_parser = parse_secs)]
+    pub compress_wait: f64,
+
+    /// Compressions running at once on the blocking pool.
+    #[arg(long, env = "KHTTPD_COMPRESS_THREADS", default_value_t = 2)]
+    pub compress_threads: usize,
+
+    /// Seconds a cached file's metadata (and a rendered listing) is trusted before the file is
+    /// looked at again: the longest a changed file can be served stale.
+    #[arg(long, env = "KHTTPD_CACHE_REVALIDATE", default_value_t = 1.0, value_parser = parse_secs)]
+    pub cache_revalidate: f64,
+
     /// Cache-Control sent with static files and listings; empty for none.
     #[arg(long, env = "KHTTPD_CACHE_CONTROL", default_value = "no-cache")]
     pub cache_control: String,
@@ -201,6 +228,22 @@ fn parse_octal(s: &str) -> Result<u32, String> {
         .ok()
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| format!("expected octal mode bits such as 4 or 7111, got {s:?}"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("expected a size such as 65536, 256K, 256M or 1G, got {s:?}"))
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -289,7 +332,9 @@ pub struct Config {
     /// Read size for streamed files, and the largest file read whole.
     pub chunk_size: usize,
     /// Cache-Control value, if any.
-    pub cache_control: Option<String>,
+    pub cache_control_value: Option<http::HeaderValue>,
+    /// The content cache's limits.
+    pub cache: crate::cache::CacheConfig,
     /// Drain deadline at stop.
     pub grace: Duration,
     /// Listen backlog.
@@ -367,12 +412,23 @@ impl TryFrom<Args> for Config {
         if threads > 1024 {
             return Err(ConfigError("--threads must be at most 1024".into()));
         }
-        let cache_control = Some(a.cache_control.trim().to_owned()).filter(|c| !c.is_empty());
-        if let Some(cc) = &cache_control {
-            http::HeaderValue::from_str(cc).map_err(|_| {
+        let cache_control_value = match a.cache_control.trim() {
+            "" => None,
+            cc => Some(http::HeaderValue::from_str(cc).map_err(|_| {
                 ConfigError(format!("--cache-control {cc:?} is not a header value"))
-            })?;
-        }
+            })?),
+        };
+        let revalidate = Duration::from_secs_f64(a.cache_revalidate);
+        let cache = crate::cache::CacheConfig {
+            size: a.cache_size,
+            max_file: a.cache_max_file,
+            compress_min: a.compress_min,
+            revalidate,
+            settle: revalidate,
+            compress_wait: Duration::from_secs_f64(a.compress_wait),
+            compress_threads: a.compress_threads,
+        };
+        cache.validate().map_err(ConfigError)?;
         let proxy_protocol = a
             .proxy_protocol
             .parse()
@@ -417,7 +473,8 @@ impl TryFrom<Args> for Config {
             max_head_size: a.max_head_size,
             max_ranges: a.max_ranges,
             chunk_size: a.chunk_size,
-            cache_control,
+            cache_control_value,
+            cache,
             grace: Duration::from_secs_f64(a.grace),
             backlog: a.backlog.max(16),
             maxconnect: a.maxconnect.max(1),

@@ -9,13 +9,19 @@ use http::header::{
 };
 use http::{Method, Response, StatusCode};
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
 use crate::body::Body;
+use crate::cache::{ListingFormat, ListingKey};
 use crate::config::Config;
 use crate::fs::Meta;
 use crate::listing::{self, Entry};
 use crate::pages;
 use crate::route::ListingDir;
-use crate::static_file::io_error_page;
+use crate::static_file::{io_error_page, Cache};
 
 /// Reads the visible entries of `dir`, sorted directories first. Blocking.
 pub fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
@@ -45,35 +51,43 @@ pub fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// Answers a listing request.
+/// Answers a listing request: rendered once per directory version and format, then from the cache
+/// until `--cache-revalidate` passes (entries' sizes change without touching the directory).
 pub async fn serve(
     method: &Method,
     headers: &HeaderMap,
     dir: ListingDir,
     cfg: &Config,
+    cache: &Arc<Cache>,
 ) -> Response<Body> {
     let json = listing::wants_json(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
-    let path = dir.path.clone();
-    let entries = match tokio::task::spawn_blocking(move || read_entries(&path)).await {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) => return io_error_page(&e),
-        Err(_) => {
-            return pages::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                pages::default_detail(StatusCode::INTERNAL_SERVER_ERROR),
-            )
-        }
-    };
-    let (text, ctype) = if json {
-        (
-            listing::render_json(&entries),
-            "application/json; charset=utf-8",
-        )
+    let (format, ctype) = if json {
+        (ListingFormat::Json, "application/json; charset=utf-8")
     } else {
-        (
-            listing::render_html(&dir.display, &entries),
-            "text/html; charset=utf-8",
-        )
+        (ListingFormat::Html, "text/html; charset=utf-8")
+    };
+    let key = ListingKey::of(&dir.meta, format, &dir.display);
+    let text = match cache.listing(&key, Instant::now()) {
+        Some(t) => t,
+        None => {
+            let path = dir.path.clone();
+            let entries = match tokio::task::spawn_blocking(move || read_entries(&path)).await {
+                Ok(Ok(e)) => e,
+                Ok(Err(e)) => return io_error_page(&e),
+                Err(_) => {
+                    return pages::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        pages::default_detail(StatusCode::INTERNAL_SERVER_ERROR),
+                    )
+                }
+            };
+            let rendered = Bytes::from(match format {
+                ListingFormat::Json => listing::render_json(&entries),
+                ListingFormat::Html => listing::render_html(&dir.display, &entries),
+            });
+            cache.put_listing(key, rendered.clone(), Instant::now());
+            rendered
+        }
     };
     let mut r = Response::new(Body::empty());
     let h = r.headers_mut();
@@ -81,12 +95,8 @@ pub async fn serve(
     h.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     // The representation depends on Accept, so caches must key on it.
     h.insert(VARY, HeaderValue::from_static("Accept"));
-    if let Some(cc) = cfg
-        .cache_control
-        .as_deref()
-        .and_then(|c| HeaderValue::from_str(c).ok())
-    {
-        h.insert(CACHE_CONTROL, cc);
+    if let Some(cc) = &cfg.cache_control_value {
+        h.insert(CACHE_CONTROL, cc.clone());
     }
     if *method != Method::HEAD {
         *r.body_mut() = Body::full(text);

@@ -21,6 +21,7 @@ use crate::fs::RealFs;
 use crate::pages;
 use crate::route::{self, BackendReason, NoBackend, Route};
 use crate::state::Shared;
+use crate::static_file::Served;
 use crate::stats::{DaemonStats, RouteKind, Stage};
 use crate::{directory, static_file};
 
@@ -60,7 +61,7 @@ pub async fn handle(
     // Fill the log line from the head now; the request itself moves on to its stage.
     let record = log.enabled().then(|| log_record(&req, ctx.peer));
     let runtime = ctx.shared.current.load_full();
-    let (kind, mut resp) = respond(req, &ctx, &runtime.config).await;
+    let (kind, mut resp) = respond(req, &ctx, &runtime.config, runtime.generation).await;
     let status = resp.status().as_u16();
     let len = resp
         .headers()
@@ -88,6 +89,35 @@ pub async fn handle(
         resp = resp.map(|b| b.with_log(pending));
     }
     Ok(resp)
+}
+
+/// The routing verdict for a GET or HEAD: from the cache while it is fresh (`--cache-revalidate`),
+/// else decided on the blocking pool (it stats files) and remembered.
+async fn routed(
+    req: &Request<Incoming>,
+    ctx: &ConnCtx,
+    cfg: &Arc<Config>,
+    generation: u64,
+    use_cache: bool,
+) -> Option<Route> {
+    let cache = &ctx.shared.cache;
+    let key = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let now = Instant::now();
+    if use_cache {
+        if let Some(r) = cache.get_fresh(generation, key, now) {
+            return Some(r);
+        }
+    }
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let (rcfg, m) = (cfg.clone(), req.method().clone());
+    let r = tokio::task::spawn_blocking(move || {
+        route::route(&m, &path, query.as_deref(), &rcfg, &RealFs)
+    })
+    .await
+    .ok()?;
+    cache.put_fresh(generation, key, r.clone(), now);
+    Some(r)
 }
 
 /// kHTTPd's Userspace stage: the request goes to the backend as it came, or, with none configured,
@@ -164,6 +194,7 @@ async fn respond(
     req: Request<Incoming>,
     ctx: &ConnCtx,
     cfg: &Arc<Config>,
+    generation: u64,
 ) -> (RouteKind, Response<Body>) {
     if let Some((status, detail)) = framing_error(req.version(), req.headers()) {
         let mut r = pages::error(status, detail);
@@ -175,17 +206,9 @@ async fn respond(
     let cfg = cfg.clone();
     let method = req.method().clone();
     let route = if method == Method::GET || method == Method::HEAD {
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().map(str::to_owned);
-        let rcfg = cfg.clone();
-        let m = method.clone();
-        match tokio::task::spawn_blocking(move || {
-            route::route(&m, &path, query.as_deref(), &rcfg, &RealFs)
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => return (RouteKind::Error, internal()),
+        match routed(&req, ctx, &cfg, generation, true).await {
+            Some(r) => r,
+            None => return (RouteKind::Error, internal()),
         }
     } else {
         Route::Backend(route::BackendReason::Method)
@@ -194,12 +217,29 @@ async fn respond(
     match route {
         Route::Static(file) => {
             let guard = ctx.stats.enter(Stage::DataSending);
-            let r = static_file::serve(&method, headers, file, &cfg).await;
+            let cache = &ctx.shared.cache;
+            let mut served = static_file::serve(&method, headers, file, &cfg, cache).await;
+            if let Served::Stale = served {
+                // The file changed since its verdict was cached: judge it afresh, once.
+                served = match routed(&req, ctx, &cfg, generation, false).await {
+                    Some(Route::Static(file)) => {
+                        static_file::serve(&method, headers, file, &cfg, cache).await
+                    }
+                    _ => Served::Stale,
+                };
+            }
+            let r = match served {
+                Served::Answer(r) => r,
+                Served::Stale => pages::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The file is changing; retry.",
+                ),
+            };
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))
         }
         Route::Listing(dir) => {
             let guard = ctx.stats.enter(Stage::DataSending);
-            let r = directory::serve(&method, headers, dir, &cfg).await;
+            let r = directory::serve(&method, headers, dir, &cfg, &ctx.shared.cache).await;
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))
         }
         Route::Redirect(location) => (RouteKind::Static, redirect(&location)),

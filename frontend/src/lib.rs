@@ -8,11 +8,14 @@
 //! - the request's way through the stages and the counters: [`handler`], [`stats`];
 //! - routing (pure): path decoding [`path`], the verdict [`route`] over the [`fs`] view;
 //! - DataSending: preconditions [`conditional`], ranges [`range`], files [`static_file`],
-//!   listings [`directory`] rendered by [`listing`], bodies [`body`];
+//!   listings [`directory`] rendered by [`listing`], bodies [`body`]; the content cache [`cache`] with
+//!   encodings negotiated by [`negotiate`] and compressed once by [`compress`];
 //! - errors answered by the front: [`pages`].
 
 pub mod access_log;
 pub mod body;
+pub mod cache;
+pub mod compress;
 pub mod conditional;
 pub mod config;
 pub mod control;
@@ -24,6 +27,7 @@ pub mod head_guard;
 pub mod knobs;
 pub mod listing;
 pub mod manager;
+pub mod negotiate;
 pub mod pages;
 pub mod path;
 pub mod privileges;

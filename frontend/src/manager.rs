@@ -335,6 +335,12 @@ impl Manager {
             }));
         }
         let uptime = self.started.elapsed().as_secs();
+        let c = self.shared.cache.stats();
+        let cache = json!({
+            "hits": c.hits, "misses": c.misses, "evictions": c.evictions, "bytes": c.bytes,
+            "capacity": c.capacity, "entries": c.entries, "compressions": c.compressions,
+            "compression_ms": c.compression_time_ms, "not_worth": c.negative,
+        });
         json!({
             "state": self.state_name(),
             "uptime": format!("{}h {}m {}s", uptime / 3600, uptime / 60 % 60, uptime % 60),
@@ -356,6 +362,7 @@ impl Manager {
                     "timeouts": b.timeouts, "bad_responses": b.bad_responses, "queue_full": b.queue_full,
                     "idle_pooled": b.idle_pooled,
                 })).collect::<Vec<_>>(),
+            "cache": cache,
             "access_log": {
                 "target": cfg.access_log.to_string(),
                 "format": cfg.log_format.to_string(),

@@ -5,6 +5,7 @@
 //! requests already running finish with the one they started with. Counters, the access log and the
 //! connection count outlive swaps and stop/start cycles.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,6 +15,7 @@ use khttpd_bridge::Upstreams;
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::server::OpenConnections;
+use crate::static_file::Cache;
 use crate::stats::DaemonStats;
 
 /// One consistent configuration and what is built from it.
@@ -22,6 +24,9 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// The backends (None without any): concurrency limits, health and counters, shared by all daemons.
     pub upstreams: Option<Arc<Upstreams>>,
+    /// Distinguishes this configuration's cached routing verdicts from any other's: a verdict made
+    /// under an old `dynamic` list must never serve a now-dynamic file as source.
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -41,9 +46,11 @@ impl Runtime {
             _ if config.bridge.backends.is_empty() => None,
             _ => Some(Upstreams::new(config.bridge.clone())),
         };
+        static GENERATION: AtomicU64 = AtomicU64::new(0);
         Runtime {
             config: Arc::new(config),
             upstreams,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
@@ -59,12 +66,16 @@ pub struct Shared {
     pub open: Arc<OpenConnections>,
     /// Each main daemon's counters, by daemon number.
     pub stats: Vec<Arc<DaemonStats>>,
+    /// File bodies, compressed variants, listings and routing verdicts (sized at start).
+    pub cache: Arc<Cache>,
 }
 
 impl Shared {
     /// State for `threads` main daemons.
     pub fn new(runtime: Runtime, access_log: Arc<AccessLog>, threads: usize) -> Arc<Shared> {
+        let cache = Cache::new(runtime.config.cache.clone());
         Arc::new(Shared {
+            cache,
             current: ArcSwap::from_pointee(runtime),
             access_log,
             open: Arc::new(OpenConnections::default()),

@@ -1,34 +1,54 @@
-//! DataSending for a static file: validators, preconditions, ranges, then the body.
+//! DataSending for a static file: representation, preconditions, ranges, then the body.
 //!
-//! Preconditions are decided from the metadata routing already read, so a 304 never opens the file.
-//! The file is opened with `O_NOFOLLOW | O_NONBLOCK` on the blocking pool and checked again with
-//! `fstat`: if it was swapped for a symlink, a FIFO or a file with execute bits after routing, it is
-//! not served.
+//! Files up to `--cache-max-file` are answered from the [`ContentCache`]: the identity body and its
+//! br/zstd/gzip variants are read or compressed once per file version and kept with their header
+//! values, so a hit touches neither the disk nor the compressor. The representation is chosen first
+//! (RFC 9110 §12.5.3), because each has its own strong ETag (§8.8.3) that preconditions compare
+//! against; ranges are always cut from the identity representation. Larger files stream from disk.
+//!
+//! The file is opened with `O_NOFOLLOW | O_NONBLOCK` on the blocking pool and checked with `fstat`:
+//! a file swapped for a symlink, a FIFO or something with execute bits is never served, and a file
+//! that is no longer the version routing saw makes the request route again ([`Served::Stale`]).
 
 use std::collections::hash_map::RandomState;
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{
-    HeaderMap, HeaderValue, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
-    LAST_MODIFIED, RANGE,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{Method, Response, StatusCode};
 
 use crate::body::{read_exact_at, Body, Segment};
+use crate::cache::{ContentCache, FileHead, FileKey, Representation};
+use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
 use crate::config::Config;
 use crate::fs::{Kind, Meta};
+use crate::negotiate::Encoding;
 use crate::pages;
-use crate::range::{self, RangeOutcome};
-use crate::route::StaticFile;
+use crate::range::{self, ByteRange, RangeOutcome};
+use crate::route::{Route, StaticFile};
+
+/// The cache as the front uses it: bodies, variants, listings and routing verdicts.
+pub type Cache = ContentCache<Route>;
+
+/// What serving a routed file came to.
+pub enum Served {
+    /// The answer.
+    Answer(Response<Body>),
+    /// The file is no longer the version routing saw: route again.
+    Stale,
+}
 
 /// The strong validator of a file version: inode, size and mtime with nanoseconds, so a file
 /// rewritten within the same second still gets a new tag.
@@ -55,7 +75,7 @@ fn clamp_date(t: SystemTime) -> SystemTime {
 }
 
 /// Joins every value of a list header (If-Match and If-None-Match may come on several lines).
-fn joined(headers: &HeaderMap, name: &http::header::HeaderName) -> Option<String> {
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut it = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
     let first = it.next()?;
     let mut s = first.to_owned();
@@ -66,25 +86,37 @@ fn joined(headers: &HeaderMap, name: &http::header::HeaderName) -> Option<String
     Some(s)
 }
 
-fn one<'a>(headers: &'a HeaderMap, name: &http::header::HeaderName) -> Option<&'a str> {
+fn one<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Headers shared by 200, 206 and 304 answers for one file version.
-fn validator_headers(h: &mut HeaderMap, tag: &str, lm: &str, cfg: &Config) {
-    if let Ok(v) = HeaderValue::from_str(tag) {
-        h.insert(ETAG, v);
+/// The headers one representation carries on 200, 206 and 304 alike.
+struct Head {
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    content_type: HeaderValue,
+    encoding: Option<HeaderValue>,
+    /// The response varies with Accept-Encoding (RFC 9110 §12.5.5), identity answers included.
+    vary: bool,
+}
+
+impl Head {
+    fn validators(&self, h: &mut HeaderMap, cfg: &Config) {
+        h.insert(ETAG, self.etag.clone());
+        h.insert(LAST_MODIFIED, self.last_modified.clone());
+        if let Some(cc) = &cfg.cache_control_value {
+            h.insert(CACHE_CONTROL, cc.clone());
+        }
+        if self.vary {
+            h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
     }
-    if let Ok(v) = HeaderValue::from_str(lm) {
-        h.insert(LAST_MODIFIED, v);
-    }
-    if let Some(cc) = cfg
-        .cache_control
-        .as_deref()
-        .and_then(|c| HeaderValue::from_str(c).ok())
-    {
-        h.insert(CACHE_CONTROL, cc);
-    }
+}
+
+/// The body source: bytes in memory (cached) or the file on disk (streamed).
+enum Source {
+    Memory(Bytes),
+    Disk { path: PathBuf, meta: Meta },
 }
 
 /// Answers a GET or HEAD for a routed static file.
@@ -93,10 +125,75 @@ pub async fn serve(
     headers: &HeaderMap,
     file: StaticFile,
     cfg: &Arc<Config>,
-) -> Response<Body> {
-    let tag = etag(&file.meta);
+    cache: &Arc<Cache>,
+) -> Served {
+    let len = file.meta.len;
+    let base_tag = etag(&file.meta);
     let lm = last_modified(&file.meta);
-    let safe = *method == Method::GET || *method == Method::HEAD;
+    let ranged = *method == Method::GET && len > 0 && headers.contains_key(RANGE);
+    let compressible =
+        compress::worth_compressing(file.mime.compressible, len, cache.config().compress_min);
+
+    let (head, source) = if len <= cache.config().max_file {
+        let key = FileKey::of(&file.meta);
+        let fh = FileHead {
+            etag: &base_tag,
+            last_modified: &lm,
+            content_type: &file.mime.content_type,
+        };
+        let (path, meta, req, forbid) = (
+            file.path.clone(),
+            file.meta,
+            cfg.perm_required,
+            cfg.perm_forbid,
+        );
+        let load = move || {
+            let f = open_checked(&path, &meta, req, forbid)?;
+            read_exact_at(&f, 0, meta.len as usize)
+        };
+        let identity = match cache.identity(&key, &fh, load).await {
+            Ok(r) => r,
+            Err(e) if is_stale(&e) => return Served::Stale,
+            Err(e) => return Served::Answer(io_error_page(&e)),
+        };
+        let rep = if compressible && !ranged {
+            let accept = joined(headers, &ACCEPT_ENCODING);
+            let sib = Sibling {
+                path: file.path.clone(),
+                root: cfg.root.clone(),
+                mtime: file.meta.mtime,
+                perm_required: cfg.perm_required,
+                perm_forbid: cfg.perm_forbid,
+            };
+            cache
+                .select(
+                    &key,
+                    accept.as_deref(),
+                    &Encoding::COMPRESSED,
+                    &identity,
+                    move |enc| sib.check(enc),
+                )
+                .await
+        } else {
+            identity
+        };
+        (head_of(&rep, compressible), Source::Memory(rep.body))
+    } else {
+        let head = Head {
+            etag: value(&base_tag),
+            last_modified: value(&lm),
+            content_type: value(&file.mime.content_type),
+            encoding: None,
+            vary: compressible,
+        };
+        (
+            head,
+            Source::Disk {
+                path: file.path.clone(),
+                meta: file.meta,
+            },
+        )
+    };
 
     let if_match = joined(headers, &IF_MATCH);
     let if_none_match = joined(headers, &IF_NONE_MATCH);
@@ -106,36 +203,36 @@ pub async fn serve(
         if_modified_since: one(headers, &IF_MODIFIED_SINCE),
         if_unmodified_since: one(headers, &IF_UNMODIFIED_SINCE),
     };
+    let tag = head.etag.to_str().unwrap_or_default();
     let validators = Validators {
-        etag: &tag,
+        etag: tag,
         last_modified: file.meta.mtime,
     };
+    let safe = *method == Method::GET || *method == Method::HEAD;
     match conditional::evaluate(&conds, &validators, safe) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
             // RFC 9110 §15.4.5: a 304 carries the validators and caching headers a 200 would have.
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
-            validator_headers(r.headers_mut(), &tag, &lm, cfg);
-            return r;
+            head.validators(r.headers_mut(), cfg);
+            return Served::Answer(r);
         }
-        Precondition::Failed => {
-            return pages::error(
-                StatusCode::PRECONDITION_FAILED,
-                pages::default_detail(StatusCode::PRECONDITION_FAILED),
-            )
-        }
+        Precondition::Failed => return Served::Answer(error(StatusCode::PRECONDITION_FAILED)),
     }
 
-    let len = file.meta.len;
     // RFC 9110 §14.2: Range is defined for GET only; HEAD answers as a plain GET would. An empty
     // file has no byte to select, so it is simply served whole.
+    let body_len = match &source {
+        Source::Memory(b) => b.len() as u64,
+        Source::Disk { meta, .. } => meta.len,
+    };
     let outcome = match one(headers, &RANGE) {
-        Some(r) if *method == Method::GET && len > 0 => {
+        Some(r) if ranged => {
             let if_range_ok = one(headers, &IF_RANGE)
-                .is_none_or(|ir| range::if_range_matches(ir, &tag, file.meta.mtime));
+                .is_none_or(|ir| range::if_range_matches(ir, tag, file.meta.mtime));
             if if_range_ok {
-                range::evaluate(r, len, cfg.max_ranges)
+                range::evaluate(r, body_len, cfg.max_ranges)
             } else {
                 RangeOutcome::Full
             }
@@ -143,117 +240,163 @@ pub async fn serve(
         _ => RangeOutcome::Full,
     };
 
-    let (status, segments, body_len, content_type, content_range) = match outcome {
-        RangeOutcome::Full => (
-            StatusCode::OK,
-            vec![Segment::File { offset: 0, len }],
-            len,
-            file.mime.content_type.clone(),
-            None,
-        ),
+    let mut r = Response::new(Body::empty());
+    let plan = match outcome {
+        RangeOutcome::Full => {
+            *r.status_mut() = StatusCode::OK;
+            r.headers_mut()
+                .insert(CONTENT_TYPE, head.content_type.clone());
+            vec![Segment::File {
+                offset: 0,
+                len: body_len,
+            }]
+        }
         RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
-            let r = ranges[0];
-            (
-                StatusCode::PARTIAL_CONTENT,
-                vec![Segment::File {
-                    offset: r.start,
-                    len: r.len(),
-                }],
-                r.len(),
-                file.mime.content_type.clone(),
-                Some(r.content_range(len)),
-            )
+            let one = ranges[0];
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, head.content_type.clone());
+            h.insert(CONTENT_RANGE, value(&one.content_range(body_len)));
+            vec![Segment::File {
+                offset: one.start,
+                len: one.len(),
+            }]
         }
         RangeOutcome::Partial(ranges) => {
-            let boundary = boundary();
-            let mp = range::multipart(&ranges, len, &file.mime.content_type, &boundary);
-            let mut segs = Vec::with_capacity(mp.parts.len() * 2 + 1);
-            for (head, r) in mp.parts {
-                segs.push(Segment::Bytes(Bytes::from(head)));
-                segs.push(Segment::File {
-                    offset: r.start,
-                    len: r.len(),
-                });
-            }
-            segs.push(Segment::Bytes(Bytes::from(mp.trailer)));
-            (
-                StatusCode::PARTIAL_CONTENT,
-                segs,
-                mp.content_length,
-                range::multipart_content_type(&boundary),
-                None,
-            )
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            multipart_plan(&mut r, &ranges, body_len, &file.mime.content_type)
         }
         RangeOutcome::Unsatisfiable => {
-            let mut r = pages::error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                pages::default_detail(StatusCode::RANGE_NOT_SATISFIABLE),
+            let mut page = error(StatusCode::RANGE_NOT_SATISFIABLE);
+            page.headers_mut().insert(
+                CONTENT_RANGE,
+                value(&range::unsatisfied_content_range(body_len)),
             );
-            if let Ok(v) = HeaderValue::from_str(&range::unsatisfied_content_range(len)) {
-                r.headers_mut().insert(CONTENT_RANGE, v);
-            }
-            return r;
+            return Served::Answer(page);
         }
     };
-
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = status;
+    let total: u64 = plan
+        .iter()
+        .map(|s| match s {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::File { len, .. } => *len,
+        })
+        .sum();
     {
         let h = r.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&content_type) {
-            h.insert(CONTENT_TYPE, v);
-        }
-        h.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+        h.insert(CONTENT_LENGTH, HeaderValue::from(total));
         h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            h.insert(CONTENT_RANGE, cr);
+        if let Some(enc) = &head.encoding {
+            h.insert(CONTENT_ENCODING, enc.clone());
         }
-        validator_headers(h, &tag, &lm, cfg);
+        head.validators(h, cfg);
     }
     if *method == Method::HEAD {
-        return r;
+        return Served::Answer(r);
     }
-
-    let expected = file.meta;
-    let path = file.path.clone();
-    let chunk = cfg.chunk_size;
-    // Small answers are read in the same trip to the blocking pool as the open.
-    let whole = match segments.as_slice() {
-        [Segment::File { offset, len }] if *len as usize <= chunk => Some((*offset, *len as usize)),
-        _ => None,
-    };
-    let (perm_required, perm_forbid) = (cfg.perm_required, cfg.perm_forbid);
-    let opened = tokio::task::spawn_blocking(move || -> io::Result<(File, Option<Bytes>)> {
-        let f = open_checked(&path, &expected, perm_required, perm_forbid)?;
-        let data = match whole {
-            Some((offset, n)) => Some(read_exact_at(&f, offset, n)?),
-            None => None,
-        };
-        Ok((f, data))
-    })
-    .await;
-    let body = match opened {
-        Ok(Ok((_, Some(b)))) => Body::full(b),
-        Ok(Ok((f, None))) => Body::stream(Arc::new(f), segments, chunk),
-        Ok(Err(e)) => return io_error_page(&e),
-        Err(_) => return internal_error(),
+    let body = match source {
+        Source::Memory(bytes) => Body::full(assemble(&bytes, &plan)),
+        Source::Disk { path, meta } => match open_for_streaming(path, meta, cfg).await {
+            Ok(f) => Body::stream(Arc::new(f), plan, cfg.chunk_size),
+            Err(e) if is_stale(&e) => return Served::Stale,
+            Err(e) => return Served::Answer(io_error_page(&e)),
+        },
     };
     *r.body_mut() = body;
-    r
+    Served::Answer(r)
 }
 
-fn internal_error() -> Response<Body> {
-    pages::error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        pages::default_detail(StatusCode::INTERNAL_SERVER_ERROR),
-    )
+fn head_of(rep: &Representation, vary: bool) -> Head {
+    Head {
+        etag: rep.etag.clone(),
+        last_modified: rep.last_modified.clone(),
+        content_type: rep.content_type.clone(),
+        encoding: rep.content_encoding(),
+        vary,
+    }
+}
+
+/// A header value from our own formatting (always valid; an empty value if not).
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn error(status: StatusCode) -> Response<Body> {
+    pages::error(status, pages::default_detail(status))
+}
+
+/// The multipart/byteranges framing around the ranges (RFC 9110 §14.6).
+fn multipart_plan(
+    r: &mut Response<Body>,
+    ranges: &[ByteRange],
+    len: u64,
+    content_type: &str,
+) -> Vec<Segment> {
+    let boundary = boundary();
+    let mp = range::multipart(ranges, len, content_type, &boundary);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        value(&range::multipart_content_type(&boundary)),
+    );
+    let mut segs = Vec::with_capacity(mp.parts.len() * 2 + 1);
+    for (part_head, rr) in mp.parts {
+        segs.push(Segment::Bytes(Bytes::from(part_head)));
+        segs.push(Segment::File {
+            offset: rr.start,
+            len: rr.len(),
+        });
+    }
+    segs.push(Segment::Bytes(Bytes::from(mp.trailer)));
+    segs
+}
+
+/// A body from memory following `plan`: the whole thing is a cheap clone, a slice is a cheap slice.
+fn assemble(bytes: &Bytes, plan: &[Segment]) -> Bytes {
+    match plan {
+        [Segment::File { offset, len }] => bytes.slice(*offset as usize..(*offset + *len) as usize),
+        _ => {
+            let mut out = BytesMut::new();
+            for s in plan {
+                match s {
+                    Segment::Bytes(b) => out.extend_from_slice(b),
+                    Segment::File { offset, len } => {
+                        out.extend_from_slice(&bytes[*offset as usize..(*offset + *len) as usize])
+                    }
+                }
+            }
+            out.freeze()
+        }
+    }
+}
+
+async fn open_for_streaming(path: PathBuf, meta: Meta, cfg: &Config) -> io::Result<File> {
+    let (req, forbid) = (cfg.perm_required, cfg.perm_forbid);
+    match tokio::task::spawn_blocking(move || open_checked(&path, &meta, req, forbid)).await {
+        Ok(r) => r,
+        Err(e) => Err(io::Error::other(e)),
+    }
+}
+
+/// Marks "not the version routing saw".
+#[derive(Debug)]
+struct StaleFile;
+
+impl std::fmt::Display for StaleFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("file changed since it was routed")
+    }
+}
+
+impl std::error::Error for StaleFile {}
+
+fn is_stale(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<StaleFile>())
 }
 
 /// Opens the routed file without following a symlink or blocking on a FIFO, and checks it is still
-/// a servable regular file. A different inode (replaced since routing) is served only if it passes
-/// the same checks; the validators already sent then may be stale for one request, never unsafe.
+/// the servable regular file routing saw.
 fn open_checked(
-    path: &std::path::Path,
+    path: &Path,
     expected: &Meta,
     perm_required: u32,
     perm_forbid: u32,
@@ -269,10 +412,41 @@ fn open_checked(
             "file changed into something not servable",
         ));
     }
-    if now.len != expected.len {
-        return Err(io::Error::other("file changed size while being opened"));
+    if (now.dev, now.ino, now.len, now.mtime)
+        != (expected.dev, expected.ino, expected.len, expected.mtime)
+    {
+        return Err(io::Error::other(StaleFile));
     }
     Ok(f)
+}
+
+/// Precompressed siblings (`app.js.br`, `.zst`, `.gz`): used when regular, inside the root (after
+/// symlinks), servable by the permission rules, and not older than the file.
+#[derive(Debug, Clone)]
+struct Sibling {
+    path: PathBuf,
+    root: PathBuf,
+    mtime: SystemTime,
+    perm_required: u32,
+    perm_forbid: u32,
+}
+
+impl Sibling {
+    /// Blocking; runs on the blocking pool only when a variant is missing from the cache.
+    fn check(&self, enc: Encoding) -> Option<(PathBuf, u64)> {
+        let mut name = self.path.clone().into_os_string();
+        name.push(enc.sibling_ext()?);
+        let real = std::fs::canonicalize(PathBuf::from(name)).ok()?;
+        if !real.starts_with(&self.root) {
+            return None;
+        }
+        let m = Meta::from_std(&std::fs::metadata(&real).ok()?);
+        let ok = m.kind == Kind::File
+            && m.mode & self.perm_required != 0
+            && m.mode & self.perm_forbid == 0
+            && m.mtime >= self.mtime;
+        ok.then_some((real, m.len))
+    }
 }
 
 /// File-system errors become statuses in one place: gone → 404, refused → 403, the rest → 500.
@@ -285,7 +459,7 @@ pub fn io_error_page(e: &io::Error) -> Response<Body> {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     };
-    pages::error(status, pages::default_detail(status))
+    error(status)
 }
 
 /// A multipart boundary unlikely to occur in any file: 64 bits from a per-process random hasher and
