@@ -13,6 +13,8 @@
 mod apache_harness;
 #[path = "e2e/backend.rs"]
 mod backend;
+#[path = "e2e/compression.rs"]
+mod compression;
 #[path = "e2e/control.rs"]
 mod control;
 #[path = "e2e/limits.rs"]
