@@ -19,6 +19,8 @@ mod compression;
 mod control;
 #[path = "e2e/limits.rs"]
 mod limits;
+#[path = "e2e/logging.rs"]
+mod logging;
 #[path = "e2e/site.rs"]
 mod site;
 #[path = "e2e/static_files.rs"]

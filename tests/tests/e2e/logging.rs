@@ -1,0 +1,165 @@
+//! kHTTPd's Logging stage: Apache's combined format that goaccess, awstats and fail2ban read, JSON,
+//! logrotate's reopen, switching at run time, and `--user`.
+
+use std::time::Duration;
+
+use khttpd_tests::front::Front;
+use khttpd_tests::http;
+use regex::Regex;
+
+use crate::site::Site;
+
+/// The combined format as log analysers parse it.
+const COMBINED: &str = r#"^(\S+) (\S+) (\S+) \[([\w:/]+\s[+\-]\d{4})\] "(\S+) (.+?) (\S+)" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"$"#;
+
+fn lines(path: &std::path::Path, at_least: usize) -> Vec<String> {
+    khttpd_tests::wait_until(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let l: Vec<String> = text.lines().map(str::to_owned).collect();
+        (l.len() >= at_least).then_some(l)
+    })
+    .unwrap_or_else(|| panic!("fewer than {at_least} lines in {}", path.display()))
+}
+
+#[test]
+fn combined_lines_match_the_format_analysers_read() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let f = Front::start(&[
+        "--root",
+        site.root_arg(),
+        "--access-log",
+        log.to_str().unwrap(),
+    ]);
+    http::get(f.addr, "/alphabet.txt");
+    http::get(f.addr, "/missing?q=1");
+    http::request(
+        f.addr,
+        "GET",
+        "/style.css",
+        &[
+            ("User-Agent", "evil \"agent\" \\ with\tcontrol"),
+            ("Referer", "http://example.org/a b"),
+        ],
+        b"",
+    );
+    http::request(f.addr, "POST", "/index.html", &[], b"x=1");
+    let re = Regex::new(COMBINED).unwrap();
+    let got = lines(&log, 4);
+    for l in &got {
+        assert!(re.is_match(l), "not combined format: {l}");
+    }
+    let caps = re.captures(&got[0]).unwrap();
+    assert_eq!(&caps[1], "127.0.0.1");
+    assert_eq!(
+        (&caps[5], &caps[6], &caps[7]),
+        ("GET", "/alphabet.txt", "HTTP/1.1")
+    );
+    assert_eq!((&caps[8], &caps[9]), ("200", "26"));
+    let missing = re.captures(&got[1]).unwrap();
+    assert_eq!((&missing[6], &missing[8]), ("/missing?q=1", "404"));
+    assert!(got[2].contains("evil"), "{}", got[2]);
+    assert!(re.captures(&got[3]).unwrap()[8].eq("405"));
+}
+
+#[test]
+fn json_lines_carry_duration_and_route() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.json");
+    let f = Front::start(&[
+        "--root",
+        site.root_arg(),
+        "--access-log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    http::get(f.addr, "/big.bin");
+    http::get(f.addr, "/page.php");
+    let got = lines(&log, 2);
+    let first: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["bytes"], crate::site::big_content().len());
+    assert_eq!(first["route"], "static");
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    let second: serde_json::Value = serde_json::from_str(&got[1]).unwrap();
+    assert_eq!(
+        (second["status"].as_u64(), second["route"].as_str()),
+        (Some(502), Some("error"))
+    );
+}
+
+#[test]
+fn reopen_after_logrotate_and_switch_at_run_time() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let f = Front::start(&[
+        "--root",
+        site.root_arg(),
+        "--access-log",
+        log.to_str().unwrap(),
+    ]);
+    http::get(f.addr, "/alphabet.txt");
+    lines(&log, 1);
+    // logrotate: rename, then tell the server; new lines land in a new file at the old path.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let (code, _, err) = f.ctl(&["reopen-logs"]);
+    assert_eq!(code, 0, "{err}");
+    http::get(f.addr, "/style.css");
+    let fresh = lines(&log, 1);
+    assert!(fresh[0].contains("/style.css"), "{fresh:?}");
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        1
+    );
+    // USR1 reopens too.
+    std::fs::rename(&log, dir.path().join("access.log.2")).unwrap();
+    f.signal(libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(300));
+    http::get(f.addr, "/app.js");
+    assert!(lines(&log, 1)[0].contains("/app.js"));
+    // kHTTPd's logging knob at run time.
+    let (code, _, err) = f.ctl(&["set", "logging", "off"]);
+    assert_eq!(code, 0, "{err}");
+    http::get(f.addr, "/index.html");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("/index.html"));
+    let (code, _, err) = f.ctl(&["set", "logging", "/nonexistent-dir/x/access.log"]);
+    assert_eq!(code, 1, "an unwritable log path is refused");
+    assert!(err.contains("access log"), "{err}");
+}
+
+#[test]
+fn user_drops_privileges_after_binding() {
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
+    if uid != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let site = Site::new();
+    let mut f = Front::start(&["--root", site.root_arg(), "--user", "nobody"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", f.pid())).unwrap();
+    let uids = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        uids.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uids}"
+    );
+    assert_eq!(http::get(f.addr, "/alphabet.txt").status, 200);
+    // Still controllable, and still able to listen again after a stop.
+    assert_eq!(f.ctl(&["stop"]).0, 0);
+    let (code, _, err) = f.ctl(&["start"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(http::get(f.refresh_addr(), "/alphabet.txt").status, 200);
+}
