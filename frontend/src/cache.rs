@@ -672,6 +672,45 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
         }
     }
 
+    /// The identity body of `key` if it is held, without waiting or loading (the fast path's lookup).
+    pub fn peek_identity(&self, key: &FileKey) -> Option<Representation> {
+        self.lookup(&Key::Body(*key, Encoding::Identity)).flatten()
+    }
+
+    /// What [`ContentCache::select`] would answer, when everything that choice needs is already
+    /// held; `None` sends the request down the path that can load and compress.
+    pub fn select_cached(
+        &self,
+        key: &FileKey,
+        accept_encoding: Option<&str>,
+        offered: &[Encoding],
+        identity: &Representation,
+    ) -> Option<Representation> {
+        let mut left = Encoding::COMPRESSED;
+        let mut n = 0;
+        for enc in Encoding::COMPRESSED
+            .into_iter()
+            .filter(|e| offered.contains(e))
+        {
+            left[n] = enc;
+            n += 1;
+        }
+        loop {
+            let enc = negotiate(accept_encoding, &left[..n]);
+            if enc == Encoding::Identity {
+                return Some(identity.clone());
+            }
+            match self.lookup(&Key::Body(*key, enc))? {
+                Some(r) => return Some(r),
+                None => {
+                    let i = left[..n].iter().position(|e| *e == enc)?;
+                    left.swap(i, n - 1);
+                    n -= 1;
+                }
+            }
+        }
+    }
+
     /// A body entry: `Some(Some(rep))` held, `Some(None)` known not to pay, `None` missing. The
     /// entry of a racy version past its settle time is dropped here and reported missing.
     fn lookup(&self, k: &Key) -> Option<Option<Representation>> {

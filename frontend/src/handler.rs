@@ -99,7 +99,7 @@ async fn routed(
     cfg: &Arc<Config>,
     generation: u64,
     use_cache: bool,
-) -> Option<Route> {
+) -> Option<Arc<Route>> {
     let cache = &ctx.shared.cache;
     let key = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let now = Instant::now();
@@ -116,6 +116,7 @@ async fn routed(
     })
     .await
     .ok()?;
+    let r = Arc::new(r);
     cache.put_fresh(generation, key, r.clone(), now);
     Some(r)
 }
@@ -211,19 +212,20 @@ async fn respond(
             None => return (RouteKind::Error, internal()),
         }
     } else {
-        Route::Backend(route::BackendReason::Method)
+        Arc::new(Route::Backend(route::BackendReason::Method))
     };
     let headers = req.headers();
-    match route {
+    // The verdict is shared with the cache; the rare routes that need it owned take a copy.
+    match (*route).clone() {
         Route::Static(file) => {
             let guard = ctx.stats.enter(Stage::DataSending);
             let cache = &ctx.shared.cache;
             let mut served = static_file::serve(&method, headers, file, &cfg, cache).await;
             if let Served::Stale = served {
                 // The file changed since its verdict was cached: judge it afresh, once.
-                served = match routed(&req, ctx, &cfg, generation, false).await {
+                served = match routed(&req, ctx, &cfg, generation, false).await.as_deref() {
                     Some(Route::Static(file)) => {
-                        static_file::serve(&method, headers, file, &cfg, cache).await
+                        static_file::serve(&method, headers, file.clone(), &cfg, cache).await
                     }
                     _ => Served::Stale,
                 };

@@ -3,7 +3,8 @@
 //! The pipeline of one request and where each step lives:
 //! - configuration and flags: [`config`];
 //! - main daemons (one thread, runtime and `SO_REUSEPORT` listener per core): [`daemon`];
-//! - accept and WaitForHeaders (hyper, header deadline, head size limit): [`server`], with
+//! - accept and WaitForHeaders: [`fast_path`] answers cached static requests itself and hands the
+//!   rest to hyper (header deadline, head size limit) in [`server`], with
 //!   [`head_guard`] refusing framing a backend could read differently;
 //! - the request's way through the stages and the counters: [`handler`], [`stats`];
 //! - routing (pure): path decoding [`path`], the verdict [`route`] over the [`fs`] view;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod directory;
+pub mod fast_path;
 pub mod fs;
 pub mod handler;
 pub mod head_guard;

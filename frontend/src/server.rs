@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use khttpd_bridge::{Bridge, ClientInfo, Session};
 
 use crate::config::Config;
+use crate::fast_path::{self, Next};
 use crate::handler::{self, ConnCtx};
 use crate::head_guard::{HeadGuard, Timeouts};
 use crate::pages;
@@ -78,8 +79,9 @@ pub fn http1_builder(cfg: &Config) -> http1::Builder {
         .header_read_timeout(cfg.keepalive_timeout)
         .max_buf_size(cfg.max_head_size)
         .keep_alive(true)
-        // Field names as nginx and Apache write them; some old tools match them case-sensitively.
-        .title_case_headers(true)
+        // Lower-case field names (hyper's native form): HTTP field names are case-insensitive, and
+        // title-casing them costs a pass over every name of every response.
+        .title_case_headers(false)
         // Not pipeline_flush: it defers the flush while unread bytes remain, and after a malformed
         // head the bytes always remain, so hyper's automatic 400/431 would never reach the client.
         .pipeline_flush(false);
@@ -219,10 +221,15 @@ async fn serve(
         body: cfg.body_timeout,
         send: cfg.send_timeout,
     };
-    let io = TokioIo::new(HeadGuard::new(stream, cfg.max_head_size, timeouts));
+    let guard = HeadGuard::new(stream, cfg.max_head_size, timeouts);
+    // Cached static answers first (kHTTPd's in-kernel path); anything else makes hyper take over.
+    let io = match fast_path::serve(guard, &ctx, &mut stop).await {
+        Next::Closed => return,
+        Next::HandOff(io) => io,
+    };
     // Upgrades (WebSocket) are tunnelled to the backend after its 101.
     let conn = http1_builder(&cfg)
-        .serve_connection(io, service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let stopping = *stop.borrow();

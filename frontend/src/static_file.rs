@@ -39,8 +39,9 @@ use crate::pages;
 use crate::range::{self, ByteRange, RangeOutcome};
 use crate::route::{Route, StaticFile};
 
-/// The cache as the front uses it: bodies, variants, listings and routing verdicts.
-pub type Cache = ContentCache<Route>;
+/// The cache as the front uses it: bodies, variants, listings and routing verdicts (shared, so a
+/// hit costs a reference count, not a copy of the paths).
+pub type Cache = ContentCache<Arc<Route>>;
 
 /// What serving a routed file came to.
 pub enum Served {

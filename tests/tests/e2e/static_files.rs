@@ -392,3 +392,69 @@ fn refusals_without_a_backend_never_serve_the_file() {
     assert_eq!(c.request("GET", "/index.html", &[], b"").status, 200);
     assert!(site.secret.exists());
 }
+
+#[test]
+fn fast_path_answers_exactly_as_the_full_pipeline() {
+    // The first request is answered by hyper and fills the cache; the repeat takes the fast path.
+    let site = Site::new();
+    let f = Front::start(&[
+        "--root",
+        site.root_arg(),
+        "--threads",
+        "1",
+        "--route-header",
+        "--compress-wait",
+        "60",
+    ]);
+    let etag = http::get(f.addr, "/app.js")
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        ("GET", &[]),
+        ("HEAD", &[]),
+        ("GET", &[("Accept-Encoding", "gzip")]),
+        ("GET", &[("If-None-Match", etag.as_str())]),
+        (
+            "GET",
+            &[("If-Modified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+        ),
+        ("GET", &[("Connection", "close")]),
+    ];
+    let strip = |r: &http::Response| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect();
+        h.sort();
+        h
+    };
+    for (method, headers) in cases {
+        let first = http::request(f.addr, method, "/app.js", headers, b"");
+        let second = http::request(f.addr, method, "/app.js", headers, b"");
+        assert_eq!(first.status, second.status, "{method} {headers:?}");
+        assert_eq!(strip(&first), strip(&second), "{method} {headers:?}");
+        assert_eq!(first.body, second.body, "{method} {headers:?}");
+        assert!(second.header("date").is_some());
+    }
+    // Keep-alive over the fast path, then a request it hands to hyper on the same connection.
+    let mut c = Conn::open(f.addr);
+    for _ in 0..3 {
+        assert_eq!(c.request("GET", "/app.js", &[], b"").status, 200);
+    }
+    let ranged = c.request("GET", "/app.js", &[("Range", "bytes=0-9")], b"");
+    assert_eq!(
+        (ranged.status, ranged.body.as_slice()),
+        (206, &b"console.lo"[..])
+    );
+    assert_eq!(c.request("GET", "/app.js", &[], b"").status, 200);
+    let (_, out, _) = f.ctl(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["totals"]["static"].as_u64().unwrap() >= 15,
+        "fast-path answers are counted: {}",
+        v["totals"]
+    );
+}

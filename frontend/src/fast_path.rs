@@ -1,0 +1,491 @@
+//! kHTTPd's fast path, in userspace: a cached static answer written straight from WaitForHeaders.
+//!
+//! kHTTPd answered static GETs inside the kernel and handed every other request, bytes untouched, to
+//! the userspace server. Here the same split happens inside one process. Each connection starts in
+//! this loop: it reads a head, parses it with httparse, and when the request is a plain GET or HEAD
+//! whose routing verdict, body and chosen encoding are all already in the [`Cache`], it writes the
+//! answer itself: one head built from the representation's prebuilt header values, the body, one
+//! write. Anything else (a miss, a body, a Range, If-Match, an upgrade, HTTP/1.0, any oddity) hands
+//! the connection, with every byte read so far, to hyper and the full pipeline for good.
+//!
+//! The answers are the ones the full pipeline gives for the same request (same headers, same 304
+//! rules); the end-to-end suite exercises both paths, since a repeated request takes this one.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use crate::access_log::LogRecord;
+use crate::cache::FileKey;
+use crate::compress;
+use crate::conditional::{self, Conditions, Precondition, Validators};
+use crate::handler::{ConnCtx, SERVER_NAME};
+use crate::negotiate::Encoding;
+use crate::route::Route;
+use crate::stats::{RouteKind, Stage};
+
+/// Bodies up to this size are copied behind the head for one `write`; larger ones go by `writev`.
+const COPY_BODY: usize = 16 * 1024;
+
+/// Most header fields the fast path looks at; a head with more goes to hyper.
+const MAX_FIELDS: usize = 48;
+
+/// Where the connection goes after the fast path.
+pub enum Next<T> {
+    /// It is closed (client left, keep-alive over, stop, or an answer with `Connection: close`).
+    Closed,
+    /// hyper takes over, replaying the bytes already read.
+    HandOff(Prefixed<T>),
+}
+
+/// An I/O object that first yields bytes already read from it.
+pub struct Prefixed<T> {
+    prefix: BytesMut,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// One answer decided from a parsed head.
+struct Answer {
+    started: Instant,
+    consumed: usize,
+    keep_alive: bool,
+    status: u16,
+    body: Bytes,
+    log: Option<LogRecord>,
+}
+
+/// Serves the connection's cached static requests; returns when it closes or needs hyper.
+pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
+    mut io: T,
+    ctx: &ConnCtx,
+    stop: &mut watch::Receiver<bool>,
+) -> Next<T> {
+    let mut buf = BytesMut::with_capacity(2048);
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut served = 0u64;
+    loop {
+        if buf.is_empty() && *stop.borrow() {
+            return Next::Closed;
+        }
+        let runtime = ctx.shared.current.load_full();
+        let cfg = &runtime.config;
+        out.clear();
+        let decision = if buf.is_empty() {
+            Decision::Partial
+        } else {
+            decide(&buf, ctx, &runtime, &mut out)
+        };
+        let answer = match decision {
+            Decision::Answer(a) => a,
+            Decision::Hyper => return hand_off(buf, io),
+            // Waiting for a head: idle keep-alive ends after keepalive_timeout; a head in progress
+            // is bounded by the head guard's header deadline underneath.
+            Decision::Partial => {
+                if buf.len() >= cfg.max_head_size {
+                    return hand_off(buf, io);
+                }
+                let idle = buf.is_empty() && served > 0;
+                let read = tokio::select! {
+                    r = io.read_buf(&mut buf) => r,
+                    _ = tokio::time::sleep(cfg.keepalive_timeout), if idle => return Next::Closed,
+                    _ = stop.changed(), if buf.is_empty() => return Next::Closed,
+                };
+                match read {
+                    Ok(0) | Err(_) => return Next::Closed,
+                    Ok(_) => continue,
+                }
+            }
+        };
+        let started = answer.started;
+        buf.advance(answer.consumed);
+        let stage = ctx.stats.enter(Stage::DataSending);
+        let sent = if answer.body.len() <= COPY_BODY {
+            out.extend_from_slice(&answer.body);
+            io.write_all(&out).await
+        } else {
+            write_both(&mut io, &out, &answer.body).await
+        };
+        drop(stage);
+        ctx.stats
+            .count(RouteKind::Static, answer.status, answer.body.len() as u64);
+        if let Some(mut record) = answer.log {
+            record.bytes = answer.body.len() as u64;
+            record.duration = started.elapsed();
+            ctx.shared.access_log.log(record);
+        }
+        served += 1;
+        if sent.is_err() {
+            return Next::Closed;
+        }
+        if !answer.keep_alive {
+            let _ = io.shutdown().await;
+            return Next::Closed;
+        }
+    }
+}
+
+fn hand_off<T>(prefix: BytesMut, inner: T) -> Next<T> {
+    Next::HandOff(Prefixed { prefix, inner })
+}
+
+/// What to do with the bytes read so far.
+enum Decision {
+    /// A cached answer, head already in the output buffer.
+    Answer(Answer),
+    /// The head is not complete yet.
+    Partial,
+    /// The full pipeline's business.
+    Hyper,
+}
+
+async fn write_both<T: AsyncWrite + Unpin>(io: &mut T, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let (mut h, mut b) = (head, body);
+    while !h.is_empty() {
+        let n = io
+            .write_vectored(&[IoSlice::new(h), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(h.len());
+        h = &h[from_head..];
+        b = &b[n - from_head..];
+    }
+    io.write_all(b).await
+}
+
+/// The fields of a head the fast path reads, found in one pass.
+#[derive(Default)]
+struct Fields<'a> {
+    hosts: u8,
+    close: bool,
+    accept_encoding: Option<&'a str>,
+    if_none_match: Option<&'a str>,
+    if_modified_since: Option<&'a str>,
+    referer: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+}
+
+/// Decides a cached static answer and writes its head into `out`.
+fn decide(
+    buf: &[u8],
+    ctx: &ConnCtx,
+    runtime: &crate::state::Runtime,
+    out: &mut Vec<u8>,
+) -> Decision {
+    let started = Instant::now();
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut storage);
+    let consumed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Decision::Partial,
+        Err(_) => return Decision::Hyper,
+    };
+    match answer(&req, consumed, started, ctx, runtime, out) {
+        Some(a) => Decision::Answer(a),
+        None => {
+            out.clear();
+            Decision::Hyper
+        }
+    }
+}
+
+fn answer(
+    req: &httparse::Request<'_, '_>,
+    consumed: usize,
+    started: Instant,
+    ctx: &ConnCtx,
+    runtime: &crate::state::Runtime,
+    out: &mut Vec<u8>,
+) -> Option<Answer> {
+    let head_only = match req.method? {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return None,
+    };
+    // HTTP/1.0's keep-alive rules and everything unusual stay with hyper.
+    if req.version? != 1 {
+        return None;
+    }
+    let target = req.path?;
+    if !target.starts_with('/') {
+        return None;
+    }
+    let mut f = Fields::default();
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let text = || std::str::from_utf8(h.value).ok();
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => f.hosts += 1,
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                let v = text()?;
+                if v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                    f.close = true;
+                } else if !v
+                    .split(',')
+                    .all(|t| t.trim().eq_ignore_ascii_case("keep-alive"))
+                {
+                    return None;
+                }
+            }
+            15 if name.eq_ignore_ascii_case(b"accept-encoding") => {
+                if f.accept_encoding.replace(text()?).is_some() {
+                    return None;
+                }
+            }
+            13 if name.eq_ignore_ascii_case(b"if-none-match") => {
+                if f.if_none_match.replace(text()?).is_some() {
+                    return None;
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"if-modified-since") => {
+                f.if_modified_since = Some(text()?)
+            }
+            7 if name.eq_ignore_ascii_case(b"referer") => f.referer = Some(h.value),
+            10 if name.eq_ignore_ascii_case(b"user-agent") => f.user_agent = Some(h.value),
+            // Anything that changes framing, selection or preconditions beyond these: hyper's.
+            _ if is_for_hyper(name) => return None,
+            _ => {}
+        }
+    }
+    if f.hosts != 1 {
+        return None;
+    }
+    let cache = &ctx.shared.cache;
+    let verdict = cache.get_fresh(runtime.generation, target, Instant::now())?;
+    let Route::Static(file) = &*verdict else {
+        return None;
+    };
+    let key = FileKey::of(&file.meta);
+    let identity = cache.peek_identity(&key)?;
+    let cfg = &runtime.config;
+    let rep = if compress::worth_compressing(
+        file.mime.compressible,
+        file.meta.len,
+        cache.config().compress_min,
+    ) {
+        cache.select_cached(&key, f.accept_encoding, &Encoding::COMPRESSED, &identity)?
+    } else {
+        identity
+    };
+    let vary = compress::worth_compressing(
+        file.mime.compressible,
+        file.meta.len,
+        cache.config().compress_min,
+    );
+    let conds = Conditions {
+        if_match: None,
+        if_none_match: f.if_none_match,
+        if_modified_since: f.if_modified_since,
+        if_unmodified_since: None,
+    };
+    let validators = Validators {
+        etag: rep.etag.to_str().ok()?,
+        last_modified: file.meta.mtime,
+    };
+    let not_modified = match conditional::evaluate(&conds, &validators, true) {
+        Precondition::Proceed => false,
+        Precondition::NotModified => true,
+        Precondition::Failed => return None,
+    };
+
+    // The same fields, in the same form, as the full pipeline's answer.
+    let field = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    let status = if not_modified {
+        out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
+        304
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        field(out, b"content-type", rep.content_type.as_bytes());
+        field(out, b"content-length", rep.content_length.as_bytes());
+        field(out, b"accept-ranges", b"bytes");
+        if let Some(enc) = rep.content_encoding() {
+            field(out, b"content-encoding", enc.as_bytes());
+        }
+        200
+    };
+    field(out, b"etag", rep.etag.as_bytes());
+    field(out, b"last-modified", rep.last_modified.as_bytes());
+    if let Some(cc) = &cfg.cache_control_value {
+        field(out, b"cache-control", cc.as_bytes());
+    }
+    if vary {
+        field(out, b"vary", b"Accept-Encoding");
+    }
+    field(out, b"server", SERVER_NAME.as_bytes());
+    if cfg.route_header {
+        field(out, b"x-khttpd-route", b"static");
+    }
+    if f.close {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"date: ");
+    http_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
+
+    let body = if not_modified || head_only {
+        Bytes::new()
+    } else {
+        rep.body
+    };
+    let log = ctx.shared.access_log.enabled().then(|| LogRecord {
+        client: ctx.peer.ip(),
+        time: SystemTime::now(),
+        method: if head_only { "HEAD" } else { "GET" }.to_owned(),
+        target: target.to_owned(),
+        version: "HTTP/1.1",
+        status,
+        bytes: 0,
+        referer: f.referer.map(|v| String::from_utf8_lossy(v).into_owned()),
+        user_agent: f
+            .user_agent
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        duration: Duration::ZERO,
+        route: "static",
+    });
+    Some(Answer {
+        started,
+        consumed,
+        keep_alive: !f.close,
+        status,
+        body,
+        log,
+    })
+}
+
+/// Fields whose presence sends the request to the full pipeline: framing (a body, upgrades,
+/// Expect), ranges and the preconditions the fast path does not evaluate.
+fn is_for_hyper(name: &[u8]) -> bool {
+    const FIELDS: &[&[u8]] = &[
+        b"content-length",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"range",
+        b"if-range",
+        b"if-match",
+        b"if-unmodified-since",
+        b"te",
+        b"trailer",
+    ];
+    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
+/// Today's `Date` value, formatted once a second per thread.
+fn http_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                d.1.copy_from_slice(text.as_bytes());
+            }
+            d.0 = secs;
+        }
+        out.extend_from_slice(&d.1);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_fields_go_to_hyper() {
+        for f in [
+            "Content-Length",
+            "transfer-encoding",
+            "Upgrade",
+            "RANGE",
+            "If-Match",
+            "expect",
+        ] {
+            assert!(is_for_hyper(f.as_bytes()), "{f}");
+        }
+        for f in ["accept", "cookie", "x-forwarded-for"] {
+            assert!(!is_for_hyper(f.as_bytes()), "{f}");
+        }
+    }
+
+    #[test]
+    fn date_is_imf_fixdate() {
+        let mut out = Vec::new();
+        http_date(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(httpdate::parse_http_date(&text).is_ok(), "{text}");
+    }
+
+    #[tokio::test]
+    async fn prefixed_replays_then_reads() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b" world").await.unwrap();
+        drop(a);
+        let mut p = Prefixed {
+            prefix: BytesMut::from(&b"hello"[..]),
+            inner: b,
+        };
+        let mut s = String::new();
+        p.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "hello world");
+    }
+}
