@@ -178,7 +178,7 @@ fn hand_off<T>(prefix: BytesMut, inner: T) -> Next<T> {
 /// What to do with the bytes read so far.
 enum Decision {
     /// A cached answer, head already in the output buffer.
-    Answer(Answer),
+    Answer(Box<Answer>),
     /// The head is not complete yet.
     Partial,
     /// The full pipeline's business.
@@ -229,7 +229,7 @@ fn decide(
         Err(_) => return Decision::Hyper,
     };
     match answer(&req, consumed, started, ctx, runtime, out) {
-        Some(a) => Decision::Answer(a),
+        Some(a) => Decision::Answer(Box::new(a)),
         None => {
             out.clear();
             Decision::Hyper
@@ -275,15 +275,16 @@ fn answer(
                     return None;
                 }
             }
-            15 if name.eq_ignore_ascii_case(b"accept-encoding") => {
-                if f.accept_encoding.replace(text()?).is_some() {
-                    return None;
-                }
+            // A repeated list field is joined by the full pipeline; leave it to hyper.
+            15 if name.eq_ignore_ascii_case(b"accept-encoding")
+                && f.accept_encoding.replace(text()?).is_some() =>
+            {
+                return None
             }
-            13 if name.eq_ignore_ascii_case(b"if-none-match") => {
-                if f.if_none_match.replace(text()?).is_some() {
-                    return None;
-                }
+            13 if name.eq_ignore_ascii_case(b"if-none-match")
+                && f.if_none_match.replace(text()?).is_some() =>
+            {
+                return None
             }
             17 if name.eq_ignore_ascii_case(b"if-modified-since") => {
                 f.if_modified_since = Some(text()?)
