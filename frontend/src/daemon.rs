@@ -30,6 +30,22 @@ pub enum BindError {
 /// listener picks the port and the others join it.
 pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>, BindError> {
     let mut addr = cfg.listen;
+    // SO_REUSEPORT would let us join another server's port and split its traffic: first make sure
+    // nobody listens there, with a plain socket that is closed again at once.
+    if addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .and_then(|s| {
+                s.set_reuse_address(true)?;
+                s.bind(&addr.into())?;
+                s.listen(1)
+            });
+        if let Err(e) = probe {
+            return Err(match e.kind() {
+                io::ErrorKind::PermissionDenied => BindError::Privileged(addr),
+                _ => BindError::Other(addr, e),
+            });
+        }
+    }
     let mut out = Vec::with_capacity(cfg.threads);
     for _ in 0..cfg.threads {
         let l = bind_one(addr, cfg.backlog).map_err(|e| match e.kind() {

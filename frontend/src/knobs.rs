@@ -160,7 +160,12 @@ impl Settings {
 /// Values of the knobs in `args` as JSON: all of them, or the one named.
 pub fn get(args: &Args, key: Option<&str>) -> Result<serde_json::Value, String> {
     let all = serde_json::to_value(args).map_err(|e| e.to_string())?;
-    let value_of = |id: &str| all.get(id).cloned().unwrap_or(serde_json::Value::Null);
+    let value_of = |id: &str| match id {
+        // Mode bits read and written in octal, as chmod and kHTTPd's sysctl spell them.
+        "perm_required" => serde_json::Value::String(format!("{:o}", args.perm_required)),
+        "perm_forbid" => serde_json::Value::String(format!("{:o}", args.perm_forbid)),
+        _ => all.get(id).cloned().unwrap_or(serde_json::Value::Null),
+    };
     match key {
         Some(k) => {
             let (name, id, _) = knob(k).ok_or_else(|| format!("unknown knob {k:?}"))?;
@@ -395,5 +400,10 @@ mod tests {
         let all = get(&args, None).unwrap();
         assert!(all.get("documentroot").is_some() && all.get("perm_forbid").is_some());
         assert!(get(&args, Some("bogus")).is_err());
+        assert_eq!(
+            get(&args, Some("perm_forbid")).unwrap()["perm_forbid"],
+            "7111",
+            "octal, as set takes it"
+        );
     }
 }

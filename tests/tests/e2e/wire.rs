@@ -321,3 +321,32 @@ fn smuggling_attempts_are_refused_and_closed() {
     }
     assert_eq!(http::get(f.addr, "/alphabet.txt").status, 200);
 }
+
+#[test]
+fn a_port_already_in_use_is_refused_not_shared() {
+    // Another server's SO_REUSEPORT listener must not be joined silently.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other.set_reuse_port(true).unwrap();
+    other
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    other.listen(8).unwrap();
+    let port = other
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+        .port()
+        .to_string();
+    let site = Site::new();
+    let (code, err) = Front::try_start(&["--root", site.root_arg(), "--port", &port])
+        .err()
+        .expect("refused");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot listen"), "{err}");
+}
