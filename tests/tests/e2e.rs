@@ -17,6 +17,8 @@ mod backend;
 mod compression;
 #[path = "e2e/control.rs"]
 mod control;
+#[path = "e2e/docker.rs"]
+mod docker;
 #[path = "e2e/limits.rs"]
 mod limits;
 #[path = "e2e/logging.rs"]
