@@ -165,6 +165,12 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_CACHE_REVALIDATE", default_value_t = 1.0, value_parser = parse_secs)]
     pub cache_revalidate: f64,
 
+    /// Send large cached files with sendfile(2) instead of copying them from memory (as nginx's
+    /// `sendfile on`): the kernel reads them from the page cache on the main daemon's thread.
+    #[arg(long, env = "KHTTPD_SENDFILE", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
+    pub sendfile: bool,
+
     /// Cache-Control sent with static files and listings; empty for none.
     #[arg(long, env = "KHTTPD_CACHE_CONTROL", default_value = "no-cache")]
     pub cache_control: String,
@@ -335,6 +341,8 @@ pub struct Config {
     pub cache_control_value: Option<http::HeaderValue>,
     /// The content cache's limits.
     pub cache: crate::cache::CacheConfig,
+    /// sendfile(2) for large cached bodies.
+    pub sendfile: bool,
     /// Drain deadline at stop.
     pub grace: Duration,
     /// Listen backlog.
@@ -475,6 +483,7 @@ impl TryFrom<Args> for Config {
             chunk_size: a.chunk_size,
             cache_control_value,
             cache,
+            sendfile: a.sendfile,
             grace: Duration::from_secs_f64(a.grace),
             backlog: a.backlog.max(16),
             maxconnect: a.maxconnect.max(1),

@@ -11,13 +11,17 @@
 //! The answers are the ones the full pipeline gives for the same request (same headers, same 304
 //! rules); the end-to-end suite exercises both paths, since a repeated request takes this one.
 
+use std::fs::File;
 use std::io::{self, IoSlice};
+use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::access_log::LogRecord;
@@ -25,6 +29,7 @@ use crate::cache::FileKey;
 use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
 use crate::handler::{ConnCtx, SERVER_NAME};
+use crate::head_guard::HeadGuard;
 use crate::negotiate::Encoding;
 use crate::route::Route;
 use crate::stats::{RouteKind, Stage};
@@ -93,6 +98,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 
 /// One answer decided from a parsed head.
 struct Answer {
+    /// The file itself, for sendfile(2), when the body is its identity bytes.
+    file: Option<Arc<File>>,
     started: Instant,
     consumed: usize,
     keep_alive: bool,
@@ -102,11 +109,11 @@ struct Answer {
 }
 
 /// Serves the connection's cached static requests; returns when it closes or needs hyper.
-pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
-    mut io: T,
+pub async fn serve(
+    mut io: HeadGuard<TcpStream>,
     ctx: &ConnCtx,
     stop: &mut watch::Receiver<bool>,
-) -> Next<T> {
+) -> Next<HeadGuard<TcpStream>> {
     let mut buf = BytesMut::with_capacity(2048);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut served = 0u64;
@@ -149,6 +156,11 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         let sent = if answer.body.len() <= COPY_BODY {
             out.extend_from_slice(&answer.body);
             io.write_all(&out).await
+        } else if let Some(file) = answer.file.as_ref().filter(|_| cfg.sendfile) {
+            match io.write_all(&out).await {
+                Ok(()) => send_file(&io, file, answer.body.len() as u64).await,
+                Err(e) => Err(e),
+            }
         } else {
             write_both(&mut io, &out, &answer.body).await
         };
@@ -376,6 +388,12 @@ fn answer(
     http_date(out);
     out.extend_from_slice(b"\r\n\r\n");
 
+    let large_identity = rep.content_encoding().is_none() && rep.body.len() > COPY_BODY;
+    let open_file = if large_identity && !not_modified && !head_only {
+        open_cached(&key, &file.path)
+    } else {
+        None
+    };
     let body = if not_modified || head_only {
         Bytes::new()
     } else {
@@ -397,6 +415,7 @@ fn answer(
         route: "static",
     });
     Some(Answer {
+        file: open_file,
         started,
         consumed,
         keep_alive: !f.close,
@@ -404,6 +423,77 @@ fn answer(
         body,
         log,
     })
+}
+
+/// Open files by version, per main daemon (nginx's open_file_cache): sendfile needs a descriptor,
+/// and opening on every request would cost three system calls.
+const OPEN_FILES: usize = 256;
+
+fn open_cached(key: &FileKey, path: &std::path::Path) -> Option<Arc<File>> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static OPEN: RefCell<HashMap<FileKey, Arc<File>>> = RefCell::new(HashMap::new());
+    }
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        if let Some(f) = open.get(key) {
+            return Some(f.clone());
+        }
+        // Opening an inode routing just stat'ed is a metadata lookup; the version must match, or
+        // the body goes from memory instead.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .ok()?;
+        let meta = crate::fs::Meta::from_std(&f.metadata().ok()?);
+        if FileKey::of(&meta) != *key {
+            return None;
+        }
+        if open.len() >= OPEN_FILES {
+            open.clear();
+        }
+        let f = Arc::new(f);
+        open.insert(*key, f.clone());
+        Some(f)
+    })
+}
+
+/// sendfile(2) of the first `len` bytes, waiting for the socket as needed; a file that shrank
+/// ends the connection (the head promised `len` bytes).
+async fn send_file(io: &HeadGuard<TcpStream>, file: &File, len: u64) -> io::Result<()> {
+    let stream = io.get_ref();
+    let mut offset: i64 = 0;
+    let end = i64::try_from(len).map_err(|_| io::Error::other("file too large"))?;
+    while offset < end {
+        match tokio::time::timeout(io.send_timeout(), stream.writable()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client stopped reading (send timeout)",
+                ))
+            }
+        }
+        let want = (end - offset) as usize;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile(stream, file, Some(&mut offset), want)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Fields whose presence sends the request to the full pipeline: framing (a body, upgrades,

@@ -67,6 +67,16 @@ impl<T> HeadGuard<T> {
         }
     }
 
+    /// The connection underneath, for writes that bypass the guard (sendfile).
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The send deadline, for writes that bypass the guard.
+    pub fn send_timeout(&self) -> Duration {
+        self.timeouts.send
+    }
+
     fn arm_read(&mut self, after: Duration, for_head: bool) {
         let at = Instant::now() + after;
         match &mut self.read_timer {

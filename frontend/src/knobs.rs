@@ -43,6 +43,7 @@ pub const KNOBS: &[(&str, &str, bool)] = &[
     ("proxy_protocol", "proxy_protocol", true),
     ("trusted_proxy", "trusted_proxy", true),
     ("route_header", "route_header", true),
+    ("sendfile", "sendfile", true),
     ("serverport", "port", false),
     ("port", "port", false),
     ("bind", "bind", false),
