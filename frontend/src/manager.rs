@@ -302,7 +302,7 @@ impl Manager {
         let cfg = self.config();
         let log = self.shared.access_log.stats();
         let mut daemons = Vec::new();
-        let mut totals = [0u64; 10];
+        let mut totals = [0u64; 13];
         for (i, s) in self.shared.stats.iter().enumerate() {
             let row = [
                 s.connections.load(Relaxed).max(0) as u64,
@@ -315,6 +315,9 @@ impl Manager {
                 s.status_class[4].load(Relaxed),
                 s.status_class[5].load(Relaxed),
                 s.bytes_out.load(Relaxed),
+                s.status_class[2].load(Relaxed),
+                s.status_class[3].load(Relaxed),
+                s.backend_errors.load(Relaxed),
             ];
             for (t, v) in totals.iter_mut().zip(row) {
                 *t += v;
@@ -329,6 +332,9 @@ impl Manager {
                 "static": row[4],
                 "backend": row[5],
                 "errors": row[6],
+                "backend_errors": row[12],
+                "2xx": row[10],
+                "3xx": row[11],
                 "4xx": row[7],
                 "5xx": row[8],
                 "bytes_out": row[9],
@@ -353,6 +359,7 @@ impl Manager {
             "daemons": daemons,
             "totals": {
                 "static": totals[4], "backend": totals[5], "errors": totals[6],
+                "backend_errors": totals[12], "2xx": totals[10], "3xx": totals[11],
                 "4xx": totals[7], "5xx": totals[8], "bytes_out": totals[9],
             },
             "backends": self.shared.current.load().upstreams.as_ref().map(|u| u.snapshot()).unwrap_or_default()

@@ -137,3 +137,75 @@ fn maxconnect_turns_extra_connections_away_at_once() {
     );
     assert_eq!(b.request("GET", "/style.css", &[], b"").status, 200);
 }
+
+#[test]
+fn running_out_of_descriptors_backs_off_instead_of_spinning() {
+    // A hard limit of 48 descriptors: the server cannot raise it, and accept() hits EMFILE.
+    if !std::path::Path::new("/usr/bin/prlimit").exists() {
+        eprintln!("skipped: needs prlimit");
+        return;
+    }
+    let site = Site::new();
+    let bin = khttpd_tests::binary("khttpd-front");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=48:48", "--"])
+        .arg(&bin)
+        .args([
+            "--root",
+            site.root_arg(),
+            "--threads",
+            "1",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .arg("--control")
+        .arg(dir.path().join("ctl.sock"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    // Far more connections than descriptors.
+    let hogs: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu(child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu(child.id()) - before;
+    assert!(
+        used < 50,
+        "{used} ticks of CPU in 2 s while out of descriptors: spinning"
+    );
+    drop(hogs);
+    let served = khttpd_tests::wait_until(Duration::from_secs(5), || {
+        (http::get(addr, "/alphabet.txt").status == 200).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(served.is_some(), "serves again once descriptors are free");
+}
