@@ -54,6 +54,22 @@ pub struct Prefixed<T> {
     inner: T,
 }
 
+impl Prefixed<HeadGuard<TcpStream>> {
+    /// Sets TCP_NODELAY before handing the connection on.
+    pub fn nodelay(&self) {
+        set_nodelay(&self.inner);
+    }
+}
+
+/// TCP_NODELAY, set once a connection needs it: a keep-alive connection (as nginx's tcp_nodelay),
+/// or an answer written in more than one step. A one-shot answer is a single write and needs none,
+/// which saves a system call per connection.
+fn set_nodelay(io: &HeadGuard<TcpStream>) {
+    if let Err(e) = io.get_ref().set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY failed");
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -157,11 +173,17 @@ pub async fn serve(
             out.extend_from_slice(&answer.body);
             io.write_all(&out).await
         } else if let Some(file) = answer.file.as_ref().filter(|_| cfg.sendfile) {
+            if served == 0 {
+                set_nodelay(&io);
+            }
             match io.write_all(&out).await {
                 Ok(()) => send_file(&io, file, answer.body.len() as u64).await,
                 Err(e) => Err(e),
             }
         } else {
+            if served == 0 {
+                set_nodelay(&io);
+            }
             write_both(&mut io, &out, &answer.body).await
         };
         drop(stage);
@@ -176,9 +198,12 @@ pub async fn serve(
         if sent.is_err() {
             return Next::Closed;
         }
+        // Closing sends the FIN; no shutdown() call needed before it.
         if !answer.keep_alive {
-            let _ = io.shutdown().await;
             return Next::Closed;
+        }
+        if served == 1 && answer.body.len() <= COPY_BODY {
+            set_nodelay(&io);
         }
     }
 }

@@ -417,6 +417,14 @@ impl Scanner {
 
     /// Decides the framing of the body after a complete head. Err: poison (ambiguous framing).
     fn after_head(&mut self) -> Result<State, ()> {
+        // Most heads name none of the fields that decide framing: skip parsing those.
+        if self.head.is_ascii() && !mentions_framing(&self.head) {
+            return Ok(if self.head.starts_with(b"CONNECT ") {
+                State::Aside
+            } else {
+                State::Head
+            });
+        }
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&self.head) {
@@ -456,6 +464,16 @@ impl Scanner {
             (Some(n), false) => Ok(State::Body(n)),
         }
     }
+}
+
+/// Whether a head may carry Content-Length, Transfer-Encoding or Upgrade (case-insensitively).
+fn mentions_framing(head: &[u8]) -> bool {
+    head.split(|b| *b == b'\n').skip(1).any(|line| {
+        let name = line.split(|b| *b == b':').next().unwrap_or(b"");
+        [&b"content-length"[..], b"transfer-encoding", b"upgrade"]
+            .iter()
+            .any(|f| name.trim_ascii().eq_ignore_ascii_case(f))
+    })
 }
 
 fn hex(b: u8) -> u8 {

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use khttpd_bridge::{Bridge, ClientInfo, Session};
+use khttpd_bridge::{Bridge, ClientInfo, ProxyProtocol, Session};
 
 use crate::config::Config;
 use crate::fast_path::{self, Next};
@@ -99,6 +99,7 @@ pub async fn accept_loop(
     let mut bridge: Option<Arc<Bridge>> = None;
     // Each connection holds a sender; when all are gone the daemon is drained (mini-redis's pattern).
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let listening = listener.local_addr().ok();
     loop {
         if *stop.borrow() {
             break;
@@ -113,7 +114,12 @@ pub async fn accept_loop(
                         tokio::spawn(turn_away(stream));
                         continue;
                     };
-                    let local = stream.local_addr().unwrap_or(peer);
+                    // Our exact address matters only to the PROXY protocol header; elsewhere the
+                    // listener's spares a getsockname() per connection.
+                    let local = match (listening, cfg.bridge.proxy_protocol) {
+                        (Some(l), ProxyProtocol::Off) => l,
+                        _ => stream.local_addr().unwrap_or(peer),
+                    };
                     let session = session_for(&shared, &mut bridge, peer, local);
                     let ctx = Arc::new(ConnCtx { shared: shared.clone(), stats: stats.clone(), peer, local, session });
                     let conn = serve(stream, ctx, cfg, stop.clone(), (alive_tx.clone(), slot));
@@ -192,10 +198,6 @@ async fn serve(
     _alive: (mpsc::Sender<()>, Slot),
 ) {
     let _conn = ctx.stats.enter(Stage::WaitForHeaders);
-    // Small answers go out at once instead of waiting for Nagle's timer.
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY failed");
-    }
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
         let ctx = svc_ctx.clone();
@@ -227,6 +229,8 @@ async fn serve(
         Next::Closed => return,
         Next::HandOff(io) => io,
     };
+    // hyper may answer in several writes (head, then a streamed body): don't let Nagle hold them.
+    io.nodelay();
     // Upgrades (WebSocket) are tunnelled to the backend after its 101.
     let conn = http1_builder(&cfg)
         .serve_connection(TokioIo::new(io), service)

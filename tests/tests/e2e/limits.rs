@@ -164,9 +164,10 @@ fn running_out_of_descriptors_backs_off_instead_of_spinning() {
         .arg("--control")
         .arg(dir.path().join("ctl.sock"))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
+    let stderr = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
@@ -203,9 +204,20 @@ fn running_out_of_descriptors_backs_off_instead_of_spinning() {
     );
     drop(hogs);
     let served = khttpd_tests::wait_until(Duration::from_secs(5), || {
-        (http::get(addr, "/alphabet.txt").status == 200).then_some(())
+        let ok = TcpStream::connect(addr).is_ok() && http::get(addr, "/alphabet.txt").status == 200;
+        ok.then_some(())
     });
+    let alive = child.try_wait().unwrap().is_none();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(served.is_some(), "serves again once descriptors are free");
+    assert!(
+        alive,
+        "the server survived running out of descriptors: {}",
+        stderr()
+    );
+    assert!(
+        served.is_some(),
+        "serves again once descriptors are free: {}",
+        stderr()
+    );
 }
