@@ -176,7 +176,7 @@ pub async fn serve(
             if served == 0 {
                 set_nodelay(&io);
             }
-            match io.write_all(&out).await {
+            match send_more(&io, &out).await {
                 Ok(()) => send_file(&io, file, answer.body.len() as u64).await,
                 Err(e) => Err(e),
             }
@@ -483,6 +483,32 @@ fn open_cached(key: &FileKey, path: &std::path::Path) -> Option<Arc<File>> {
         open.insert(*key, f.clone());
         Some(f)
     })
+}
+
+/// Writes the head with MSG_MORE, so the kernel packs it with the sendfile data that follows into
+/// full segments instead of sending it alone (nginx's tcp_nopush does the same with TCP_CORK).
+async fn send_more(io: &HeadGuard<TcpStream>, mut head: &[u8]) -> io::Result<()> {
+    let stream = io.get_ref();
+    while !head.is_empty() {
+        match tokio::time::timeout(io.send_timeout(), stream.writable()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client stopped reading (send timeout)",
+                ))
+            }
+        }
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(stream).send_with_flags(head, libc::MSG_MORE)
+        });
+        match sent {
+            Ok(n) => head = &head[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// sendfile(2) of the first `len` bytes, waiting for the socket as needed; a file that shrank
