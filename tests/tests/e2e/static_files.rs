@@ -458,3 +458,38 @@ fn fast_path_answers_exactly_as_the_full_pipeline() {
         v["totals"]
     );
 }
+
+#[test]
+fn fast_path_sendfile_sends_large_cached_files_intact() {
+    let site = Site::new();
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(site.root.join("mid.bin"), &body).unwrap();
+    let f = Front::start(&["--root", site.root_arg(), "--threads", "1"]);
+    // First answer from hyper fills the cache; the rest go out with sendfile on keep-alive.
+    let mut c = Conn::open(f.addr);
+    for _ in 0..4 {
+        let r = c.request("GET", "/mid.bin", &[], b"");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == body,
+            "{} bytes, intact: {}",
+            r.body.len(),
+            r.body == body
+        );
+    }
+    for _ in 0..3 {
+        let r = http::get(f.addr, "/mid.bin");
+        assert!(r.body == body);
+    }
+    let off = Front::start(&[
+        "--root",
+        site.root_arg(),
+        "--threads",
+        "1",
+        "--sendfile",
+        "off",
+    ]);
+    for _ in 0..2 {
+        assert!(http::get(off.addr, "/mid.bin").body == body);
+    }
+}
