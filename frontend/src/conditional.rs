@@ -204,7 +204,7 @@ fn parse_date(s: &str) -> Option<i128> {
 /// Whole seconds since the epoch, floored: Last-Modified was sent at one-second
 /// resolution, so a file's sub-second mtime must not make it look newer than
 /// the date the client echoes back.
-fn unix_seconds(t: SystemTime) -> i128 {
+pub(crate) fn unix_seconds(t: SystemTime) -> i128 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i128::from(d.as_secs()),
         Err(e) => {

@@ -485,20 +485,24 @@ fn open_cached(key: &FileKey, path: &std::path::Path) -> Option<Arc<File>> {
     })
 }
 
+/// Waits until the socket takes more, for at most the send timeout (slow-read defence for writes
+/// that bypass the head guard).
+async fn writable(io: &HeadGuard<TcpStream>) -> io::Result<()> {
+    match tokio::time::timeout(io.send_timeout(), io.get_ref().writable()).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client stopped reading (send timeout)",
+        )),
+    }
+}
+
 /// Writes the head with MSG_MORE, so the kernel packs it with the sendfile data that follows into
 /// full segments instead of sending it alone (nginx's tcp_nopush does the same with TCP_CORK).
 async fn send_more(io: &HeadGuard<TcpStream>, mut head: &[u8]) -> io::Result<()> {
     let stream = io.get_ref();
     while !head.is_empty() {
-        match tokio::time::timeout(io.send_timeout(), stream.writable()).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client stopped reading (send timeout)",
-                ))
-            }
-        }
+        writable(io).await?;
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
             socket2::SockRef::from(stream).send_with_flags(head, libc::MSG_MORE)
         });
@@ -518,15 +522,7 @@ async fn send_file(io: &HeadGuard<TcpStream>, file: &File, len: u64) -> io::Resu
     let mut offset: i64 = 0;
     let end = i64::try_from(len).map_err(|_| io::Error::other("file too large"))?;
     while offset < end {
-        match tokio::time::timeout(io.send_timeout(), stream.writable()).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client stopped reading (send timeout)",
-                ))
-            }
-        }
+        writable(io).await?;
         let want = (end - offset) as usize;
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
             nix::sys::sendfile::sendfile(stream, file, Some(&mut offset), want)

@@ -92,3 +92,26 @@ pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Copies a directory tree where Apache's workers (www-data when root) can read it: directories
+/// 0755, files 0644.
+pub fn copy_readable(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", to.display()));
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+    for e in entries {
+        let e = e.expect("a directory entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("an entry's type").is_dir() {
+            copy_readable(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest)
+                .unwrap_or_else(|err| panic!("copying to {}: {err}", dest.display()));
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644))
+                .unwrap_or_else(|err| panic!("chmod {}: {err}", dest.display()));
+        }
+    }
+}

@@ -421,22 +421,6 @@ fn backend_image_is_configured_by_the_file_the_harness_includes() {
     ));
 }
 
-/// Copies the sample site where Apache's workers (www-data when root) can read it.
-fn copy_site(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_site(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
-}
-
 /// One request from the loopback address `from`, so the front sees a client other than itself.
 fn request_from(from: [u8; 4], to: SocketAddr, request: &[u8]) -> http::Response {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -483,7 +467,7 @@ fn compose_topology_natively_routes_the_sample_site_as_its_first_page_says() {
         .unwrap();
     std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = site.path().join("www");
-    copy_site(&repo().join("www"), &root);
+    khttpd_tests::copy_readable(&repo().join("www"), &root);
     let logs = site.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
 

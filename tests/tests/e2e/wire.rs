@@ -305,12 +305,10 @@ pub const SMUGGLING: &[(&str, &[u8])] = &[
     ("two Hosts", b"POST /x.php HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 0\r\n\r\n"),
 ];
 
-#[test]
-fn smuggling_attempts_are_refused_and_closed() {
-    let site = Site::new();
-    let f = start(&site, &[]);
+/// Sends each smuggling attempt on its own connection: each is refused (400/501) and closed.
+pub fn assert_smuggling_refused(addr: std::net::SocketAddr) {
     for (name, req) in SMUGGLING {
-        let mut c = Conn::open(f.addr);
+        let mut c = Conn::open(addr);
         c.send(req);
         let raw = c.read_to_end();
         let text = String::from_utf8_lossy(&raw);
@@ -319,6 +317,13 @@ fn smuggling_attempts_are_refused_and_closed() {
             "{name}: {text}"
         );
     }
+}
+
+#[test]
+fn smuggling_attempts_are_refused_and_closed() {
+    let site = Site::new();
+    let f = start(&site, &[]);
+    assert_smuggling_refused(f.addr);
     assert_eq!(http::get(f.addr, "/alphabet.txt").status, 200);
 }
 
