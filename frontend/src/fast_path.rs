@@ -28,10 +28,11 @@ use crate::access_log::LogRecord;
 use crate::cache::FileKey;
 use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
-use crate::handler::{ConnCtx, SERVER_NAME};
+use crate::handler::{route_afresh, ConnCtx, SERVER_NAME};
 use crate::head_guard::HeadGuard;
 use crate::negotiate::Encoding;
 use crate::route::Route;
+use crate::static_file;
 use crate::stats::{RouteKind, Stage};
 
 /// Bodies up to this size are copied behind the head for one `write`; larger ones go by `writev`.
@@ -133,6 +134,7 @@ pub async fn serve(
     let mut buf = BytesMut::with_capacity(2048);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut served = 0u64;
+    let mut warmed = false;
     loop {
         if buf.is_empty() && *stop.borrow() {
             return Next::Closed;
@@ -148,6 +150,13 @@ pub async fn serve(
         let answer = match decision {
             Decision::Answer(a) => a,
             Decision::Hyper => return hand_off(buf, io),
+            // Warm once per request; if that is still not enough, the full pipeline answers.
+            Decision::Warm(_) if warmed => return hand_off(buf, io),
+            Decision::Warm(miss) => {
+                warm(miss, ctx, &runtime).await;
+                warmed = true;
+                continue;
+            }
             // Waiting for a head: idle keep-alive ends after keepalive_timeout; a head in progress
             // is bounded by the head guard's header deadline underneath.
             Decision::Partial => {
@@ -167,6 +176,7 @@ pub async fn serve(
             }
         };
         let started = answer.started;
+        warmed = false;
         buf.advance(answer.consumed);
         let stage = ctx.stats.enter(Stage::DataSending);
         let sent = if answer.body.len() <= COPY_BODY {
@@ -220,6 +230,8 @@ enum Decision {
     Partial,
     /// The full pipeline's business.
     Hyper,
+    /// Answerable once the cache is filled for it.
+    Warm(Miss),
 }
 
 async fn write_both<T: AsyncWrite + Unpin>(io: &mut T, head: &[u8], body: &[u8]) -> io::Result<()> {
@@ -265,12 +277,53 @@ fn decide(
         Ok(httparse::Status::Partial) => return Decision::Partial,
         Err(_) => return Decision::Hyper,
     };
-    match answer(&req, consumed, started, ctx, runtime, out) {
+    let mut miss = None;
+    match answer(&req, consumed, started, ctx, runtime, out, &mut miss) {
         Some(a) => Decision::Answer(Box::new(a)),
         None => {
             out.clear();
-            Decision::Hyper
+            miss.map_or(Decision::Hyper, Decision::Warm)
         }
+    }
+}
+
+/// A request the fast path could answer once the cache holds its verdict and representation.
+struct Miss {
+    target: String,
+    accept_encoding: Option<String>,
+}
+
+/// Fills the cache for `miss` as the full pipeline would: a fresh verdict, the body read once, the
+/// encoding compressed once. Verdicts expire every `--cache-revalidate`; without this, each expiry
+/// would hand a keep-alive connection to hyper for good.
+async fn warm(miss: Miss, ctx: &ConnCtx, runtime: &crate::state::Runtime) {
+    let cfg = &runtime.config;
+    let verdict = route_afresh(
+        &http::Method::GET,
+        &miss.target,
+        ctx,
+        cfg,
+        runtime.generation,
+    )
+    .await;
+    let Some(Route::Static(file)) = verdict.as_deref() else {
+        return;
+    };
+    let cache = &ctx.shared.cache;
+    if file.meta.len <= cache.config().max_file {
+        let negotiate = compress::worth_compressing(
+            file.mime.compressible,
+            file.meta.len,
+            cache.config().compress_min,
+        );
+        let _ = static_file::representation(
+            file,
+            miss.accept_encoding.as_deref(),
+            negotiate,
+            cfg,
+            cache,
+        )
+        .await;
     }
 }
 
@@ -281,6 +334,7 @@ fn answer(
     ctx: &ConnCtx,
     runtime: &crate::state::Runtime,
     out: &mut Vec<u8>,
+    miss: &mut Option<Miss>,
 ) -> Option<Answer> {
     let head_only = match req.method? {
         "GET" => false,
@@ -337,8 +391,14 @@ fn answer(
         return None;
     }
     let cache = &ctx.shared.cache;
+    // From here on, what is missing can be filled in: remember what to warm.
+    *miss = Some(Miss {
+        target: target.to_owned(),
+        accept_encoding: f.accept_encoding.map(str::to_owned),
+    });
     let verdict = cache.get_fresh(runtime.generation, target, Instant::now())?;
     let Route::Static(file) = &*verdict else {
+        *miss = None;
         return None;
     };
     let key = FileKey::of(&file.meta);
@@ -368,6 +428,7 @@ fn answer(
         etag: rep.etag.to_str().ok()?,
         last_modified: file.meta.mtime,
     };
+    *miss = None;
     let not_modified = match conditional::evaluate(&conds, &validators, true) {
         Precondition::Proceed => false,
         Precondition::NotModified => true,

@@ -100,24 +100,43 @@ async fn routed(
     generation: u64,
     use_cache: bool,
 ) -> Option<Arc<Route>> {
-    let cache = &ctx.shared.cache;
-    let key = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let now = Instant::now();
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     if use_cache {
-        if let Some(r) = cache.get_fresh(generation, key, now) {
+        if let Some(r) = ctx
+            .shared
+            .cache
+            .get_fresh(generation, target, Instant::now())
+        {
             return Some(r);
         }
     }
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let (rcfg, m) = (cfg.clone(), req.method().clone());
+    route_afresh(req.method(), target, ctx, cfg, generation).await
+}
+
+/// Decides a GET or HEAD verdict on the blocking pool (it stats files) and remembers it for
+/// `--cache-revalidate`. `target` is the path and query exactly as sent.
+pub async fn route_afresh(
+    method: &Method,
+    target: &str,
+    ctx: &ConnCtx,
+    cfg: &Arc<Config>,
+    generation: u64,
+) -> Option<Arc<Route>> {
+    let now = Instant::now();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target.to_owned(), None),
+    };
+    let (rcfg, m) = (cfg.clone(), method.clone());
     let r = tokio::task::spawn_blocking(move || {
         route::route(&m, &path, query.as_deref(), &rcfg, &RealFs)
     })
     .await
     .ok()?;
     let r = Arc::new(r);
-    cache.put_fresh(generation, key, r.clone(), now);
+    ctx.shared
+        .cache
+        .put_fresh(generation, target, r.clone(), now);
     Some(r)
 }
 

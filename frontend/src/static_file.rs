@@ -136,47 +136,19 @@ pub async fn serve(
         compress::worth_compressing(file.mime.compressible, len, cache.config().compress_min);
 
     let (head, source) = if len <= cache.config().max_file {
-        let key = FileKey::of(&file.meta);
-        let fh = FileHead {
-            etag: &base_tag,
-            last_modified: &lm,
-            content_type: &file.mime.content_type,
-        };
-        let (path, meta, req, forbid) = (
-            file.path.clone(),
-            file.meta,
-            cfg.perm_required,
-            cfg.perm_forbid,
-        );
-        let load = move || {
-            let f = open_checked(&path, &meta, req, forbid)?;
-            read_exact_at(&f, 0, meta.len as usize)
-        };
-        let identity = match cache.identity(&key, &fh, load).await {
+        let accept = joined(headers, &ACCEPT_ENCODING);
+        let rep = match representation(
+            &file,
+            accept.as_deref(),
+            compressible && !ranged,
+            cfg,
+            cache,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) if is_stale(&e) => return Served::Stale,
             Err(e) => return Served::Answer(io_error_page(&e)),
-        };
-        let rep = if compressible && !ranged {
-            let accept = joined(headers, &ACCEPT_ENCODING);
-            let sib = Sibling {
-                path: file.path.clone(),
-                root: cfg.root.clone(),
-                mtime: file.meta.mtime,
-                perm_required: cfg.perm_required,
-                perm_forbid: cfg.perm_forbid,
-            };
-            cache
-                .select(
-                    &key,
-                    accept.as_deref(),
-                    &Encoding::COMPRESSED,
-                    &identity,
-                    move |enc| sib.check(enc),
-                )
-                .await
-        } else {
-            identity
         };
         (head_of(&rep, compressible), Source::Memory(rep.body))
     } else {
@@ -307,6 +279,56 @@ pub async fn serve(
     Served::Answer(r)
 }
 
+/// The cached representation of a small file for an Accept-Encoding value (identity unless
+/// `negotiate`): read once per file version, each encoding compressed (or taken from a sibling) once.
+/// A file that is no longer the routed version is an error [`is_stale`] recognises.
+pub async fn representation(
+    file: &StaticFile,
+    accept_encoding: Option<&str>,
+    negotiate: bool,
+    cfg: &Config,
+    cache: &Arc<Cache>,
+) -> io::Result<Representation> {
+    let base_tag = etag(&file.meta);
+    let lm = last_modified(&file.meta);
+    let key = FileKey::of(&file.meta);
+    let fh = FileHead {
+        etag: &base_tag,
+        last_modified: &lm,
+        content_type: &file.mime.content_type,
+    };
+    let (path, meta, req, forbid) = (
+        file.path.clone(),
+        file.meta,
+        cfg.perm_required,
+        cfg.perm_forbid,
+    );
+    let load = move || {
+        let f = open_checked(&path, &meta, req, forbid)?;
+        read_exact_at(&f, 0, meta.len as usize)
+    };
+    let identity = cache.identity(&key, &fh, load).await?;
+    if !negotiate {
+        return Ok(identity);
+    }
+    let sib = Sibling {
+        path: file.path.clone(),
+        root: cfg.root.clone(),
+        mtime: file.meta.mtime,
+        perm_required: cfg.perm_required,
+        perm_forbid: cfg.perm_forbid,
+    };
+    Ok(cache
+        .select(
+            &key,
+            accept_encoding,
+            &Encoding::COMPRESSED,
+            &identity,
+            move |enc| sib.check(enc),
+        )
+        .await)
+}
+
 fn head_of(rep: &Representation, vary: bool) -> Head {
     Head {
         etag: rep.etag.clone(),
@@ -390,7 +412,8 @@ impl std::fmt::Display for StaleFile {
 
 impl std::error::Error for StaleFile {}
 
-fn is_stale(e: &io::Error) -> bool {
+/// Whether an error means "not the version routing saw".
+pub fn is_stale(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<StaleFile>())
 }
 
