@@ -88,18 +88,15 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
     if let Some(user) = m.args.user.clone() {
         crate::privileges::drop_to(&user).map_err(StartError::User)?;
     }
-    if let Some(l) = listeners {
-        m.start_with(l).map_err(StartError::Other)?;
-    } else {
-        tracing::info!(control = %m.control_path.display(), "started stopped; `khttpd-ctl start` opens the listeners");
-    }
+    // The manager's own runtime and signal handlers need descriptors too: take them before the
+    // main daemons open the doors, or a flood of clients could leave none for them.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StartError::Other)?;
-    rt.block_on(m.serve(control));
+    let served = rt.block_on(m.serve(control, listeners));
     log.flush_and_stop(Duration::from_secs(5));
-    Ok(())
+    served
 }
 
 impl Manager {
@@ -138,7 +135,11 @@ impl Manager {
         true
     }
 
-    async fn serve(&mut self, control: std::os::unix::net::UnixListener) {
+    async fn serve(
+        &mut self,
+        control: std::os::unix::net::UnixListener,
+        listeners: Option<Vec<TcpListener>>,
+    ) -> Result<(), StartError> {
         let (tx, mut rx) = mpsc::channel::<(Request, oneshot::Sender<Reply>)>(16);
         let handler = control::handler(move |req| {
             let tx = tx.clone();
@@ -163,9 +164,15 @@ impl Manager {
             signal(SignalKind::user_defined1()),
         );
         let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = signals else {
-            tracing::error!("cannot install signal handlers");
-            return;
+            return Err(StartError::Other(std::io::Error::other(
+                "cannot install signal handlers",
+            )));
         };
+        if let Some(l) = listeners {
+            self.start_with(l).map_err(StartError::Other)?;
+        } else {
+            tracing::info!(control = %self.control_path.display(), "started stopped; `khttpd-ctl start` opens the listeners");
+        }
         loop {
             tokio::select! {
                 Some((req, reply)) = rx.recv() => {
@@ -198,6 +205,7 @@ impl Manager {
         }
         let _ = done_tx.send(());
         let _ = server.await;
+        Ok(())
     }
 
     async fn handle(&mut self, req: Request) -> Reply {
