@@ -82,23 +82,35 @@ def main():
         out.append("| scenario | khttpd-front req/s | nginx req/s | ratio | target | met? |")
         out.append("|---|---:|---:|---:|---:|:---:|")
     footnote = False
+    cpu_rows = []
     for name, desc, target in scenarios:
         # Rounds in which neither server's run was disturbed; the medians come from those, so
         # both servers are compared under the same conditions. None: all rounds, marked.
         by_round = {}
         for server in SERVERS:
             for rnd, rps, row in runs.get((name, server), []):
-                by_round.setdefault(rnd, {})[server] = (rps, disturbed(row))
+                by_round.setdefault(rnd, {})[server] = (rps, disturbed(row), row)
         complete = {r: v for r, v in by_round.items() if len(v) == len(SERVERS)}
-        clean = [r for r, v in complete.items() if not any(d for _, d in v.values())]
+        clean = [r for r, v in complete.items() if not any(d for _, d, _ in v.values())]
         use = clean or list(by_round)
         mark = ""
         if complete and not clean:
             mark, footnote = " ¹", True
         med = {}
+        cpu_us = {}
         for server in SERVERS:
             vals = [by_round[r][server][0] for r in use if server in by_round[r]]
             med[server] = statistics.median(vals) if vals else None
+            # CPU 0 time per request: what one answer costs the server side (server, its kernel
+            # work, Apache for PHP), telling servers apart even when wrk (CPU 1) is the limit.
+            us = [float(by_round[r][server][2][7]) * 1e4 / by_round[r][server][0]
+                  for r in use if server in by_round[r] and by_round[r][server][0] > 0]
+            cpu_us[server] = statistics.median(us) if us else None
+        cpu1 = {}
+        for server in SERVERS:
+            c = [float(by_round[r][server][2][8]) for r in use if server in by_round[r]]
+            cpu1[server] = statistics.median(c) if c else None
+        cpu_rows.append((desc, cpu_us, cpu1))
         if med["front"] is None and med["nginx"] is None:
             continue
         ratio = med["front"] / med["nginx"] if med["front"] and med["nginx"] else None
@@ -116,6 +128,20 @@ def main():
                    "disturbed (other processes at most %d%% of a CPU, steal at most %d%%)%s." % (
                        OTHER_LIMIT, STEAL_LIMIT,
                        "; ¹ no round was undisturbed, so all rounds count" if footnote else ""))
+        out.append("")
+
+    if cpu_rows:
+        out.append("CPU 0 time per request (server side, µs; lower is better). Where wrk's CPU 1 is "
+                   "near 100%, the load generator is the limit and req/s alone understate the "
+                   "difference; this does not:")
+        out.append("")
+        out.append("| scenario | khttpd-front µs/req | nginx µs/req | wrk's CPU 1 with khttpd-front / nginx |")
+        out.append("|---|---:|---:|---:|")
+        fmt = lambda x: "—" if x is None else ("%.1f" % x if x < 100 else "{:,.0f}".format(x))
+        for desc, us, cpu1 in cpu_rows:
+            pct = lambda x: "—" if x is None else "%.0f%%" % x
+            out.append("| %s | %s | %s | %s / %s |" % (desc, fmt(us["front"]), fmt(us["nginx"]),
+                                                      pct(cpu1["front"]), pct(cpu1["nginx"])))
         out.append("")
 
     mem_lines = []
