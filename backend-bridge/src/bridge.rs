@@ -16,6 +16,7 @@ use crate::forwarded::{self, Origin};
 use crate::hop::strip_hop_by_hop;
 use crate::pool::Pool;
 use crate::proxy_protocol;
+use crate::relay::RawConn;
 use crate::tunnel;
 use crate::upstreams::{Slot, Upstreams};
 
@@ -35,7 +36,9 @@ pub struct ClientInfo {
 #[derive(Debug)]
 pub struct Bridge {
     up: Arc<Upstreams>,
-    pool: Pool,
+    pub(crate) pool: Pool<Sender>,
+    /// The relay's raw connections (see [`crate::relay`]).
+    pub(crate) raw: Pool<RawConn>,
 }
 
 impl Bridge {
@@ -43,7 +46,8 @@ impl Bridge {
     pub fn new(up: Arc<Upstreams>) -> Arc<Bridge> {
         let cfg = up.config();
         let pool = Pool::new(up.len(), cfg.idle_timeout, cfg.max_conns);
-        Arc::new(Bridge { up, pool })
+        let raw = Pool::new(up.len(), cfg.idle_timeout, cfg.max_conns);
+        Arc::new(Bridge { up, pool, raw })
     }
 
     /// The shared backend state.
@@ -76,11 +80,11 @@ impl Bridge {
 /// is dropped.
 #[derive(Debug)]
 pub struct Session {
-    bridge: Arc<Bridge>,
+    pub(crate) bridge: Arc<Bridge>,
     client: ClientInfo,
-    origin: Origin,
+    pub(crate) origin: Origin,
     /// The PROXY header every backend connection of this session starts with, if any.
-    preface: Option<Vec<u8>>,
+    pub(crate) preface: Option<Vec<u8>>,
     /// The session's own connection (PROXY mode), handed back once its last exchange is over.
     own: Mutex<Option<oneshot::Receiver<Parked>>>,
 }
@@ -310,30 +314,48 @@ impl Session {
                 });
             }
         }
+        let preface = self.preface.as_deref();
+        let (backend, slot, sender, reused) = self
+            .connect_with(
+                |i| {
+                    (mode == Mode::Pooled)
+                        .then(|| self.bridge.pool.take(i))
+                        .flatten()
+                },
+                |addr| connect::open(addr, cfg.timeout, preface),
+            )
+            .await?;
+        Ok(Conn {
+            backend,
+            sender,
+            reused,
+            slot,
+        })
+    }
+
+    /// Picks a backend, waits for a slot and takes an idle connection (`take`) or opens one
+    /// (`open`); a backend that cannot be connected to is skipped for another healthy one,
+    /// since nothing was sent yet. Returns the backend, its slot, the connection and whether
+    /// it was reused.
+    pub(crate) async fn connect_with<C, Fut>(
+        &self,
+        take: impl Fn(usize) -> Option<C>,
+        open: impl Fn(SocketAddr) -> Fut,
+    ) -> Result<(usize, Slot, C, bool), (BridgeError, Option<SocketAddr>)>
+    where
+        Fut: std::future::Future<Output = Result<C, BridgeError>>,
+    {
+        let up = &self.bridge.up;
         let mut tried = Vec::new();
         let mut last = None;
         while let Some(i) = up.pick(&tried) {
             let addr = up.backend(i).addr;
             let slot = up.acquire(i).await.map_err(|e| (e, Some(addr)))?;
-            if mode == Mode::Pooled {
-                if let Some(sender) = self.bridge.pool.take(i) {
-                    return Ok(Conn {
-                        backend: i,
-                        sender,
-                        reused: true,
-                        slot,
-                    });
-                }
+            if let Some(conn) = take(i) {
+                return Ok((i, slot, conn, true));
             }
-            match connect::open(addr, cfg.timeout, self.preface.as_deref()).await {
-                Ok(sender) => {
-                    return Ok(Conn {
-                        backend: i,
-                        sender,
-                        reused: false,
-                        slot,
-                    })
-                }
+            match open(addr).await {
+                Ok(conn) => return Ok((i, slot, conn, false)),
                 Err(e) => {
                     up.record_failure(i, &e, true);
                     let nothing_sent =

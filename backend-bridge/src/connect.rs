@@ -28,7 +28,34 @@ pub(crate) async fn open(
     }
 }
 
+/// Connects to `addr` within `timeout`, without hyper: the relay's own connections.
+pub(crate) async fn open_stream(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, BridgeError> {
+    match tokio::time::timeout(timeout, stream(addr, None)).await {
+        Ok(result) => result,
+        Err(_) => Err(BridgeError::Timeout(Phase::Connect)),
+    }
+}
+
 async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, BridgeError> {
+    let stream = stream(addr, preface).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| BridgeError::Internal(e.into()))?;
+    tokio::spawn(async move {
+        // with_upgrades: a 101 hands the socket to the tunnel instead of closing it.
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// TCP to `addr` with `TCP_NODELAY`, and the PROXY header if any.
+async fn stream(addr: SocketAddr, preface: Option<&[u8]>) -> Result<TcpStream, BridgeError> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(BridgeError::Refused)?;
@@ -42,15 +69,5 @@ async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, Br
             .await
             .map_err(|e| BridgeError::Reset(e.into()))?;
     }
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| BridgeError::Internal(e.into()))?;
-    tokio::spawn(async move {
-        // with_upgrades: a 101 hands the socket to the tunnel instead of closing it.
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(stream)
 }

@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
 
-use crate::hop::strip_hop_by_hop;
+use crate::hop::{connection_tokens, is_hop_by_hop, strip_hop_by_hop};
 
 /// `X-Forwarded-For`: the chain of client addresses.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -83,11 +83,7 @@ pub(crate) fn backend_head(parts: &mut Parts, origin: &Origin, upgrading: bool) 
         }
     }
 
-    let client = origin.peer.to_canonical().to_string();
-    let xff = match joined(headers, &X_FORWARDED_FOR) {
-        Some(chain) if origin.trusted && !chain.is_empty() => format!("{chain}, {client}"),
-        _ => client,
-    };
+    let xff = xff_value(joined(headers, &X_FORWARDED_FOR), origin);
     set(headers, X_FORWARDED_FOR, &xff);
 
     if !(origin.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -104,12 +100,103 @@ pub(crate) fn backend_head(parts: &mut Parts, origin: &Origin, upgrading: bool) 
         headers.remove(FORWARDED);
     }
 
-    let ours = format!("{} {VIA_NAME}", protocol_version(received));
-    let via = match joined(headers, &VIA) {
+    let via = via_value(joined(headers, &VIA), protocol_version(received));
+    set(headers, VIA, &via);
+}
+
+/// The relay's form of [`backend_head`]: the same rules, written as bytes from the client's
+/// parsed fields without building a header map. The caller sends only origin-form HTTP/1.1
+/// requests with exactly one `Host`, no body and no upgrade, so the rules for absolute-form,
+/// missing `Host` and upgrades do not arise.
+pub(crate) fn relay_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    fields: &[httparse::Header<'_>],
+    origin: &Origin,
+) {
+    let named = connection_tokens(
+        fields
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .map(|f| f.value),
+    );
+    let (mut xff_chain, mut via_chain) = (Vec::new(), Vec::new());
+    let (mut host, mut kept_proto, mut kept_host) = (None, false, false);
+    let is =
+        |f: &httparse::Header<'_>, name: &HeaderName| f.name.eq_ignore_ascii_case(name.as_str());
+    push_line(
+        out,
+        &[method.as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1"],
+    );
+    for f in fields {
+        if is_hop_by_hop(f.name, &named) || is(f, &EXPECT) {
+            continue;
+        }
+        if is(f, &X_FORWARDED_FOR) {
+            xff_chain.push(f.value);
+            continue;
+        }
+        if is(f, &VIA) {
+            via_chain.push(f.value);
+            continue;
+        }
+        if is(f, &X_FORWARDED_PROTO) {
+            if !origin.trusted {
+                continue;
+            }
+            kept_proto = true;
+        } else if is(f, &X_FORWARDED_HOST) {
+            if !origin.trusted {
+                continue;
+            }
+            kept_host = true;
+        } else if is(f, &FORWARDED) && !origin.trusted {
+            continue;
+        } else if is(f, &HOST) {
+            host = Some(f.value);
+        }
+        push_line(out, &[f.name.as_bytes(), b": ", f.value]);
+    }
+    let chain = (!xff_chain.is_empty()).then(|| join_values(xff_chain));
+    let xff = xff_value(chain, origin);
+    push_line(out, &[b"x-forwarded-for: ", xff.as_bytes()]);
+    if !kept_proto {
+        push_line(out, &[b"x-forwarded-proto: ", origin.scheme.as_bytes()]);
+    }
+    if let Some(host) = host.filter(|_| !kept_host) {
+        push_line(out, &[b"x-forwarded-host: ", host]);
+    }
+    let chain = (!via_chain.is_empty()).then(|| join_values(via_chain));
+    let via = via_value(chain, "1.1");
+    push_line(out, &[b"via: ", via.as_bytes()]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the pieces and a CRLF.
+fn push_line(out: &mut Vec<u8>, pieces: &[&[u8]]) {
+    for p in pieces {
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `X-Forwarded-For`: the client's address after the chain a trusted proxy sent.
+fn xff_value(chain: Option<String>, origin: &Origin) -> String {
+    let client = origin.peer.to_canonical().to_string();
+    match chain {
+        Some(chain) if origin.trusted && !chain.is_empty() => format!("{chain}, {client}"),
+        _ => client,
+    }
+}
+
+/// `Via`: ours after the chain the client sent.
+fn via_value(chain: Option<String>, received: &str) -> String {
+    let ours = format!("{received} {VIA_NAME}");
+    match chain {
         Some(chain) if !chain.is_empty() => format!("{chain}, {ours}"),
         _ => ours,
-    };
-    set(headers, VIA, &via);
+    }
 }
 
 /// `/path?query` alone.
@@ -122,18 +209,27 @@ fn origin_form(pq: PathAndQuery) -> Uri {
 
 /// All values of a field joined the way RFC 9110 §5.3 says repeated fields combine.
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    headers
+        .contains_key(name)
+        .then(|| join_values(headers.get_all(name).iter().map(HeaderValue::as_bytes)))
+}
+
+/// Field values joined with `, `, the empty ones and those that are not visible ASCII left out
+/// (what `HeaderValue::to_str` refuses).
+fn join_values<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let text = |v: &'a [u8]| {
+        v.iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+            .then(|| std::str::from_utf8(v).ok())
+            .flatten()
+    };
+    let values: Vec<&str> = values
+        .into_iter()
+        .filter_map(text)
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .collect();
-    if headers.contains_key(name) {
-        Some(values.join(", "))
-    } else {
-        None
-    }
+    values.join(", ")
 }
 
 /// Replaces every value of `name` by `value` (dropped if it is not a valid field value).
@@ -359,5 +455,74 @@ mod tests {
         assert_eq!(p.uri.to_string(), "/p.php?x=1");
         assert_eq!(values(&p, "host"), ["example.org:8080"]);
         assert_eq!(values(&p, "x-forwarded-host"), ["example.org:8080"]);
+    }
+    /// The relay's head and `backend_head` agree field for field (order aside) on every
+    /// origin-form HTTP/1.1 request the relay may carry.
+    #[test]
+    fn relay_head_matches_backend_head() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("Host", "example.com")],
+            &[
+                ("host", "example.com"),
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("x-forwarded-for", "7.7.7.7"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "evil.example"),
+                ("Forwarded", "for=6.6.6.6"),
+                ("Via", "1.1 cdn"),
+                ("via", "1.0 squid"),
+            ],
+            &[
+                ("host", "h"),
+                ("Connection", "keep-alive, X-Hop"),
+                ("x-hop", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Proxy-Connection", "keep-alive"),
+                ("Cookie", "a=1"),
+                ("cookie", "b=2"),
+                ("X-Forwarded-For", ""),
+                ("Accept", "*/*"),
+            ],
+        ];
+        for fields in cases {
+            for trusted in [false, true] {
+                let o = origin("10.0.0.2", trusted);
+                let mut p = parts("/a%2Fb.php?x=%20", Version::HTTP_11, fields);
+                backend_head(&mut p, &o, false);
+                let mut want: Vec<(String, String)> = p
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                    .collect();
+                want.sort();
+
+                let raw: Vec<httparse::Header<'_>> = fields
+                    .iter()
+                    .map(|(n, v)| httparse::Header {
+                        name: n,
+                        value: v.as_bytes(),
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                relay_head(&mut out, "GET", "/a%2Fb.php?x=%20", &raw, &o);
+                let mut storage = [httparse::EMPTY_HEADER; 32];
+                let mut req = httparse::Request::new(&mut storage);
+                assert_eq!(req.parse(&out), Ok(httparse::Status::Complete(out.len())));
+                assert_eq!(req.path, Some("/a%2Fb.php?x=%20"));
+                assert_eq!(req.version, Some(1));
+                let mut got: Vec<(String, String)> = req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8(h.value.to_vec()).unwrap(),
+                        )
+                    })
+                    .collect();
+                got.sort();
+                assert_eq!(got, want, "fields {fields:?}, trusted {trusted}");
+            }
+        }
     }
 }

@@ -10,11 +10,12 @@
 //! - `connect`: per-daemon keep-alive pools (`pool`), new connections (`connect`) with an
 //!   optional [`proxy_protocol`] header;
 //! - `send` and `upstream_response`: [`Session::forward`] in `bridge`, bodies streamed by
-//!   `body`, upgrades tunnelled by `tunnel`;
+//!   `body`, upgrades tunnelled by `tunnel`; for plain GETs and HEADs the front has parsed
+//!   itself, [`Session::relay`] in [`relay`] carries the bytes without hyper;
 //! - errors by blame and their statuses: [`error`].
 //!
 //! Use: one [`Upstreams`] per server (shared), one [`Bridge`] per main daemon, one
-//! [`Session`] per client connection, [`Session::forward`] per request.
+//! [`Session`] per client connection, [`Session::forward`] (or [`Session::relay`]) per request.
 
 mod balance;
 mod body;
@@ -26,10 +27,12 @@ pub mod forwarded;
 pub mod hop;
 mod pool;
 pub mod proxy_protocol;
+pub mod relay;
 mod tunnel;
 pub mod upstreams;
 
 pub use bridge::{Bridge, ClientInfo, Session};
 pub use config::{BridgeConfig, Cidr, ConfigError, ProxyProtocol};
 pub use error::{BridgeError, Phase};
+pub use relay::{Framing, RelayRequest, Relayed};
 pub use upstreams::{BackendStats, Upstreams};

@@ -7,28 +7,40 @@ use std::time::{Duration, Instant};
 use crate::connect::Sender;
 use crate::upstreams::{Backend, IdleMark};
 
+/// A backend connection that can wait in a pool.
+pub(crate) trait Reusable {
+    /// Whether it can carry another request: still open, with nothing unexpected pending.
+    fn alive(&self) -> bool;
+}
+
+impl Reusable for Sender {
+    fn alive(&self) -> bool {
+        !self.is_closed() && self.is_ready()
+    }
+}
+
 /// An idle connection and since when it is idle.
-struct Idle {
-    sender: Sender,
+struct Idle<C> {
+    conn: C,
     since: Instant,
     _mark: IdleMark,
 }
 
-impl Idle {
+impl<C: Reusable> Idle<C> {
     fn usable(&self, idle_timeout: Duration) -> bool {
-        self.since.elapsed() < idle_timeout && !self.sender.is_closed() && self.sender.is_ready()
+        self.since.elapsed() < idle_timeout && self.conn.alive()
     }
 }
 
-/// Idle connections per backend index.
-pub(crate) struct Pool {
-    idle: Vec<Mutex<Vec<Idle>>>,
+/// Idle connections per backend index: hyper's senders, or the relay's raw connections.
+pub(crate) struct Pool<C> {
+    idle: Vec<Mutex<Vec<Idle<C>>>>,
     idle_timeout: Duration,
     /// Most idle connections kept per backend: more could never be busy at once.
     max_idle: usize,
 }
 
-impl std::fmt::Debug for Pool {
+impl<C> std::fmt::Debug for Pool<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("backends", &self.idle.len())
@@ -37,8 +49,8 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-impl Pool {
-    pub(crate) fn new(backends: usize, idle_timeout: Duration, max_idle: usize) -> Pool {
+impl<C: Reusable> Pool<C> {
+    pub(crate) fn new(backends: usize, idle_timeout: Duration, max_idle: usize) -> Pool<C> {
         Pool {
             idle: (0..backends).map(|_| Mutex::new(Vec::new())).collect(),
             idle_timeout,
@@ -48,14 +60,14 @@ impl Pool {
 
     /// The most recently used live connection to backend `i`. Expired and closed ones are
     /// dropped on the way: a connection idle longer than the timeout is never used.
-    pub(crate) fn take(&self, i: usize) -> Option<Sender> {
+    pub(crate) fn take(&self, i: usize) -> Option<C> {
         let mut idle = self.idle[i].lock().unwrap_or_else(PoisonError::into_inner);
         idle.retain(|c| c.usable(self.idle_timeout));
-        idle.pop().map(|c| c.sender)
+        idle.pop().map(|c| c.conn)
     }
 
     /// Parks a connection whose last exchange completed.
-    pub(crate) fn put(&self, i: usize, sender: Sender, backend: &Arc<Backend>) {
+    pub(crate) fn put(&self, i: usize, conn: C, backend: &Arc<Backend>) {
         let mut idle = self.idle[i].lock().unwrap_or_else(PoisonError::into_inner);
         idle.retain(|c| c.usable(self.idle_timeout));
         if idle.len() >= self.max_idle {
@@ -63,7 +75,7 @@ impl Pool {
             idle.remove(0);
         }
         idle.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
             _mark: IdleMark::new(Arc::clone(backend)),
         });

@@ -1,5 +1,5 @@
 //! khttpd-bridge's integration tests: one binary, `Session::forward` driven by a real hyper
-//! server, against a real Apache + mod_php and against small fake backends for the faults.
+//! server (and `Session::relay` by a raw one, for plain GETs), against a real Apache + mod_php and against small fake backends for the faults.
 //!
 //! The modules live in `tests/bridge/` so cargo does not build each as a test binary of its own.
 
@@ -11,5 +11,7 @@
 mod apache;
 #[path = "bridge/faults.rs"]
 mod faults;
+#[path = "bridge/relay.rs"]
+mod relay;
 #[path = "bridge/support.rs"]
 mod support;

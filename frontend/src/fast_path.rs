@@ -5,8 +5,10 @@
 //! this loop: it reads a head, parses it with httparse, and when the request is a plain GET or HEAD
 //! whose routing verdict, body and chosen encoding are all already in the [`Cache`], it writes the
 //! answer itself: one head built from the representation's prebuilt header values, the body, one
-//! write. Anything else (a miss, a body, a Range, If-Match, an upgrade, HTTP/1.0, any oddity) hands
-//! the connection, with every byte read so far, to hyper and the full pipeline for good.
+//! write. A plain GET or HEAD whose verdict is the backend is relayed from here too
+//! ([`crate::fast_relay`]). Anything else (a miss, a body, a Range on a static file, If-Match, an
+//! upgrade, HTTP/1.0, any oddity) hands the connection, with every byte read so far, to hyper and
+//! the full pipeline for good.
 //!
 //! The answers are the ones the full pipeline gives for the same request (same headers, same 304
 //! rules); the end-to-end suite exercises both paths, since a repeated request takes this one.
@@ -28,18 +30,20 @@ use crate::access_log::LogRecord;
 use crate::cache::FileKey;
 use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
+use crate::fast_relay::{self, RelayPlan};
 use crate::handler::{route_afresh, ConnCtx, SERVER_NAME};
 use crate::head_guard::HeadGuard;
 use crate::negotiate::Encoding;
 use crate::route::Route;
 use crate::static_file;
 use crate::stats::{RouteKind, Stage};
+use khttpd_bridge::relay::write_both;
 
 /// Bodies up to this size are copied behind the head for one `write`; larger ones go by `writev`.
 const COPY_BODY: usize = 16 * 1024;
 
 /// Most header fields the fast path looks at; a head with more goes to hyper.
-const MAX_FIELDS: usize = 48;
+pub(crate) const MAX_FIELDS: usize = 48;
 
 /// Where the connection goes after the fast path.
 pub enum Next<T> {
@@ -135,6 +139,7 @@ pub async fn serve(
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut served = 0u64;
     let mut warmed = false;
+    let mut nodelay = false;
     loop {
         if buf.is_empty() && *stop.borrow() {
             return Next::Closed;
@@ -149,6 +154,24 @@ pub async fn serve(
         };
         let answer = match decision {
             Decision::Answer(a) => a,
+            Decision::Relay(plan) => {
+                // The answer may take several writes.
+                if !nodelay {
+                    set_nodelay(&io);
+                    nodelay = true;
+                }
+                let consumed = plan.consumed;
+                let pipelined = buf.len() > consumed;
+                let keep =
+                    fast_relay::serve(&mut io, &buf[..consumed], *plan, pipelined, ctx, cfg).await;
+                buf.advance(consumed);
+                served += 1;
+                warmed = false;
+                if !keep {
+                    return Next::Closed;
+                }
+                continue;
+            }
             Decision::Hyper => return hand_off(buf, io),
             // Warm once per request; if that is still not enough, the full pipeline answers.
             Decision::Warm(_) if warmed => return hand_off(buf, io),
@@ -183,16 +206,18 @@ pub async fn serve(
             out.extend_from_slice(&answer.body);
             io.write_all(&out).await
         } else if let Some(file) = answer.file.as_ref().filter(|_| cfg.sendfile) {
-            if served == 0 {
+            if !nodelay {
                 set_nodelay(&io);
+                nodelay = true;
             }
             match send_more(&io, &out).await {
                 Ok(()) => send_file(&io, file, answer.body.len() as u64).await,
                 Err(e) => Err(e),
             }
         } else {
-            if served == 0 {
+            if !nodelay {
                 set_nodelay(&io);
+                nodelay = true;
             }
             write_both(&mut io, &out, &answer.body).await
         };
@@ -212,8 +237,9 @@ pub async fn serve(
         if !answer.keep_alive {
             return Next::Closed;
         }
-        if served == 1 && answer.body.len() <= COPY_BODY {
+        if !nodelay {
             set_nodelay(&io);
+            nodelay = true;
         }
     }
 }
@@ -226,28 +252,14 @@ fn hand_off<T>(prefix: BytesMut, inner: T) -> Next<T> {
 enum Decision {
     /// A cached answer, head already in the output buffer.
     Answer(Box<Answer>),
+    /// A request for the backend the relay can carry.
+    Relay(Box<RelayPlan>),
     /// The head is not complete yet.
     Partial,
     /// The full pipeline's business.
     Hyper,
     /// Answerable once the cache is filled for it.
     Warm(Miss),
-}
-
-async fn write_both<T: AsyncWrite + Unpin>(io: &mut T, head: &[u8], body: &[u8]) -> io::Result<()> {
-    let (mut h, mut b) = (head, body);
-    while !h.is_empty() {
-        let n = io
-            .write_vectored(&[IoSlice::new(h), IoSlice::new(b)])
-            .await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let from_head = n.min(h.len());
-        h = &h[from_head..];
-        b = &b[n - from_head..];
-    }
-    io.write_all(b).await
 }
 
 /// The fields of a head the fast path reads, found in one pass.
@@ -260,6 +272,8 @@ struct Fields<'a> {
     if_modified_since: Option<&'a str>,
     referer: Option<&'a [u8]>,
     user_agent: Option<&'a [u8]>,
+    /// A Range or a precondition the fast path does not evaluate.
+    selection: bool,
 }
 
 /// Decides a cached static answer and writes its head into `out`.
@@ -279,7 +293,8 @@ fn decide(
     };
     let mut miss = None;
     match answer(&req, consumed, started, ctx, runtime, out, &mut miss) {
-        Some(a) => Decision::Answer(Box::new(a)),
+        Some(Outcome::Static(a)) => Decision::Answer(Box::new(a)),
+        Some(Outcome::Relay(plan)) => Decision::Relay(Box::new(plan)),
         None => {
             out.clear();
             miss.map_or(Decision::Hyper, Decision::Warm)
@@ -327,6 +342,12 @@ async fn warm(miss: Miss, ctx: &ConnCtx, runtime: &crate::state::Runtime) {
     }
 }
 
+/// What the fast path does with a request it can take.
+enum Outcome {
+    Static(Answer),
+    Relay(RelayPlan),
+}
+
 fn answer(
     req: &httparse::Request<'_, '_>,
     consumed: usize,
@@ -335,7 +356,7 @@ fn answer(
     runtime: &crate::state::Runtime,
     out: &mut Vec<u8>,
     miss: &mut Option<Miss>,
-) -> Option<Answer> {
+) -> Option<Outcome> {
     let head_only = match req.method? {
         "GET" => false,
         "HEAD" => true,
@@ -382,8 +403,11 @@ fn answer(
             }
             7 if name.eq_ignore_ascii_case(b"referer") => f.referer = Some(h.value),
             10 if name.eq_ignore_ascii_case(b"user-agent") => f.user_agent = Some(h.value),
-            // Anything that changes framing, selection or preconditions beyond these: hyper's.
-            _ if is_for_hyper(name) => return None,
+            // Anything that changes framing: hyper's, whatever the route.
+            _ if is_framing(name) => return None,
+            // Ranges and the preconditions the fast path does not evaluate: the backend's own
+            // business on a relayed request, hyper's on a static one.
+            _ if is_selection(name) => f.selection = true,
             _ => {}
         }
     }
@@ -397,9 +421,23 @@ fn answer(
         accept_encoding: f.accept_encoding.map(str::to_owned),
     });
     let verdict = cache.get_fresh(runtime.generation, target, Instant::now())?;
-    let Route::Static(file) = &*verdict else {
-        *miss = None;
-        return None;
+    let file = match &*verdict {
+        Route::Static(file) if !f.selection => file,
+        Route::Backend(reason) if ctx.session.as_ref().is_some_and(|s| s.can_relay()) => {
+            *miss = None;
+            return Some(Outcome::Relay(RelayPlan {
+                consumed,
+                head_only,
+                close: f.close,
+                reason: *reason,
+                started,
+                log: log_record(ctx, head_only, target, &f, "backend"),
+            }));
+        }
+        _ => {
+            *miss = None;
+            return None;
+        }
     };
     let key = FileKey::of(&file.meta);
     let identity = cache.peek_identity(&key)?;
@@ -485,22 +523,11 @@ fn answer(
     } else {
         rep.body
     };
-    let log = ctx.shared.access_log.enabled().then(|| LogRecord {
-        client: ctx.peer.ip(),
-        time: SystemTime::now(),
-        method: if head_only { "HEAD" } else { "GET" }.to_owned(),
-        target: target.to_owned(),
-        version: "HTTP/1.1",
-        status,
-        bytes: 0,
-        referer: f.referer.map(|v| String::from_utf8_lossy(v).into_owned()),
-        user_agent: f
-            .user_agent
-            .map(|v| String::from_utf8_lossy(v).into_owned()),
-        duration: Duration::ZERO,
-        route: "static",
+    let log = log_record(ctx, head_only, target, &f, "static").map(|mut r| {
+        r.status = status;
+        r
     });
-    Some(Answer {
+    Some(Outcome::Static(Answer {
         file: open_file,
         started,
         consumed,
@@ -508,6 +535,31 @@ fn answer(
         status,
         body,
         log,
+    }))
+}
+
+/// The access-log line of a fast-path request, filled from its head, when logging is on.
+fn log_record(
+    ctx: &ConnCtx,
+    head_only: bool,
+    target: &str,
+    f: &Fields<'_>,
+    route: &'static str,
+) -> Option<LogRecord> {
+    ctx.shared.access_log.enabled().then(|| LogRecord {
+        client: ctx.peer.ip(),
+        time: SystemTime::now(),
+        method: if head_only { "HEAD" } else { "GET" }.to_owned(),
+        target: target.to_owned(),
+        version: "HTTP/1.1",
+        status: 0,
+        bytes: 0,
+        referer: f.referer.map(|v| String::from_utf8_lossy(v).into_owned()),
+        user_agent: f
+            .user_agent
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        duration: Duration::ZERO,
+        route,
     })
 }
 
@@ -604,26 +656,29 @@ async fn send_file(io: &HeadGuard<TcpStream>, file: &File, len: u64) -> io::Resu
     Ok(())
 }
 
-/// Fields whose presence sends the request to the full pipeline: framing (a body, upgrades,
-/// Expect), ranges and the preconditions the fast path does not evaluate.
-fn is_for_hyper(name: &[u8]) -> bool {
+/// Fields whose presence sends any request to the full pipeline: framing (a body, upgrades,
+/// Expect) and the hop-by-hop fields about it.
+fn is_framing(name: &[u8]) -> bool {
     const FIELDS: &[&[u8]] = &[
         b"content-length",
         b"transfer-encoding",
         b"upgrade",
         b"expect",
-        b"range",
-        b"if-range",
-        b"if-match",
-        b"if-unmodified-since",
         b"te",
         b"trailer",
     ];
     FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
 }
 
+/// Fields that send a static request to the full pipeline: ranges and the preconditions the fast
+/// path does not evaluate.
+fn is_selection(name: &[u8]) -> bool {
+    const FIELDS: &[&[u8]] = &[b"range", b"if-range", b"if-match", b"if-unmodified-since"];
+    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
 /// Today's `Date` value, formatted once a second per thread.
-fn http_date(out: &mut Vec<u8>) {
+pub(crate) fn http_date(out: &mut Vec<u8>) {
     use std::cell::RefCell;
     thread_local! {
         static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
@@ -655,14 +710,21 @@ mod tests {
             "Content-Length",
             "transfer-encoding",
             "Upgrade",
-            "RANGE",
-            "If-Match",
             "expect",
+            "TE",
         ] {
-            assert!(is_for_hyper(f.as_bytes()), "{f}");
+            assert!(is_framing(f.as_bytes()), "{f}");
+            assert!(!is_selection(f.as_bytes()), "{f}");
+        }
+        for f in ["RANGE", "If-Match", "if-range", "If-Unmodified-Since"] {
+            assert!(is_selection(f.as_bytes()), "{f}");
+            assert!(!is_framing(f.as_bytes()), "{f}");
         }
         for f in ["accept", "cookie", "x-forwarded-for"] {
-            assert!(!is_for_hyper(f.as_bytes()), "{f}");
+            assert!(
+                !is_framing(f.as_bytes()) && !is_selection(f.as_bytes()),
+                "{f}"
+            );
         }
     }
 

@@ -160,10 +160,7 @@ async fn userspace(
             resp.map(|b| Body::backend(b).with_stage(stage)),
         ),
         Err(e) => {
-            ctx.stats
-                .backend_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(peer = %ctx.peer, reason = reason.as_str(), kind = e.kind(), error = %e, "backend failed");
+            backend_failed(ctx, reason, &e);
             let mut page = pages::error(e.status(), e.detail());
             if let Some(secs) = e.retry_after() {
                 page.headers_mut()
@@ -172,6 +169,14 @@ async fn userspace(
             (RouteKind::Error, page)
         }
     }
+}
+
+/// Counts and logs a backend failure (both Userspace paths).
+pub fn backend_failed(ctx: &ConnCtx, reason: BackendReason, e: &khttpd_bridge::BridgeError) {
+    ctx.stats
+        .backend_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(peer = %ctx.peer, reason = reason.as_str(), kind = e.kind(), error = %e, "backend failed");
 }
 
 fn route_name(kind: RouteKind) -> &'static str {

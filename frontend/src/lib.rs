@@ -23,6 +23,7 @@ pub mod control;
 pub mod daemon;
 pub mod directory;
 pub mod fast_path;
+pub mod fast_relay;
 pub mod fs;
 pub mod handler;
 pub mod head_guard;

@@ -8,21 +8,26 @@ use http::{Response, StatusCode};
 
 use crate::body::Body;
 
-/// An error page for `status` with a one-line explanation.
-pub fn error(status: StatusCode, detail: &str) -> Response<Body> {
+/// The media type of every error page.
+pub const ERROR_TYPE: &str = "text/html; charset=utf-8";
+
+/// The HTML of an error page for `status` with a one-line explanation.
+pub fn error_html(status: StatusCode, detail: &str) -> String {
     let reason = status.canonical_reason().unwrap_or("Error");
     let code = status.as_u16();
-    let html = format!(
+    format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n\
          <body><h1>{code} {reason}</h1>\n<p>{detail}</p>\n<hr><address>khttpd-front</address></body></html>\n"
-    );
+    )
+}
+
+/// An error page for `status` with a one-line explanation.
+pub fn error(status: StatusCode, detail: &str) -> Response<Body> {
+    let html = error_html(status, detail);
     let mut r = Response::new(Body::full(html.clone()));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
     h.insert(CONTENT_LENGTH, HeaderValue::from(html.len()));
     r
 }

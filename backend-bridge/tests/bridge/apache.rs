@@ -59,28 +59,24 @@ async fn apache(www: &TempDir, options: ApacheOptions) -> Apache {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_page_comes_back_without_hop_by_hop_fields() {
-    bounded(async {
-        let www = docroot();
-        let apache = apache(&www, ApacheOptions::default()).await;
-        let front = Front::start(config(apache.addr)).await;
-        let (parts, body) = fetch_once(front.addr, get("/index.php")).await;
-        assert_eq!(parts.status, 200);
-        assert_eq!(body, "hello from php\n");
-        // Apache's Keep-Alive/Connection are about its connection to us, not the client's.
-        assert!(parts.headers.get("keep-alive").is_none(), "{parts:?}");
-        let head = Request::head("/index.php")
-            .header("host", "front.test")
-            .body(empty())
-            .unwrap();
-        let (parts, body) = fetch_once(front.addr, head).await;
-        assert_eq!(parts.status, 200);
-        assert!(body.is_empty());
-        let s = &front.stats()[0];
-        assert_eq!((s.requests, s.refused, s.reset), (2, 0, 0));
-    })
-    .await;
+async fn php_page_comes_back_without_hop_by_hop_fields(path: Path) {
+    let www = docroot();
+    let apache = apache(&www, ApacheOptions::default()).await;
+    let front = Front::start_on(path, config(apache.addr)).await;
+    let (parts, body) = fetch_once(front.addr, get("/index.php")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "hello from php\n");
+    // Apache's Keep-Alive/Connection are about its connection to us, not the client's.
+    assert!(parts.headers.get("keep-alive").is_none(), "{parts:?}");
+    let head = Request::head("/index.php")
+        .header("host", "front.test")
+        .body(empty())
+        .unwrap();
+    let (parts, body) = fetch_once(front.addr, head).await;
+    assert_eq!(parts.status, 200);
+    assert!(body.is_empty());
+    let s = &front.stats()[0];
+    assert_eq!((s.requests, s.refused, s.reset), (2, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,126 +124,110 @@ async fn uploads_of_20_mib_stream_through_with_and_without_length() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn download_of_50_mib_streams_through() {
-    bounded(async {
-        let www = docroot();
-        let apache = apache(&www, ApacheOptions::default()).await;
-        let front = Front::start(config(apache.addr)).await;
+async fn download_of_50_mib_streams_through(path: Path) {
+    let www = docroot();
+    let apache = apache(&www, ApacheOptions::default()).await;
+    let front = Front::start_on(path, config(apache.addr)).await;
+    let mut client = Client::connect(front.addr).await;
+    let resp = client.send(get("/big.php")).await;
+    assert_eq!(resp.status(), 200);
+    let n = drain_counting(resp.into_body(), b'y').await;
+    assert_eq!(n, 50 << 20);
+    // The connection is still good for another request.
+    let (parts, body) = client.get("/index.php").await;
+    assert_eq!(
+        (parts.status.as_u16(), body.as_str()),
+        (200, "hello from php\n")
+    );
+}
+
+async fn sequential_requests_reuse_few_backend_connections(path: Path) {
+    let www = docroot();
+    let apache = apache(&www, ApacheOptions::default()).await;
+    let front = Front::start_on(path, config(apache.addr)).await;
+    let mut ports = HashSet::new();
+    // Several client connections, several requests each: all share the daemon's pool.
+    for _ in 0..6 {
         let mut client = Client::connect(front.addr).await;
-        let resp = client.send(get("/big.php")).await;
-        assert_eq!(resp.status(), 200);
-        let n = drain_counting(resp.into_body(), b'y').await;
-        assert_eq!(n, 50 << 20);
-        // The connection is still good for another request.
-        let (parts, body) = client.get("/index.php").await;
-        assert_eq!(
-            (parts.status.as_u16(), body.as_str()),
-            (200, "hello from php\n")
-        );
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequential_requests_reuse_few_backend_connections() {
-    bounded(async {
-        let www = docroot();
-        let apache = apache(&www, ApacheOptions::default()).await;
-        let front = Front::start(config(apache.addr)).await;
-        let mut ports = HashSet::new();
-        // Several client connections, several requests each: all share the daemon's pool.
-        for _ in 0..6 {
-            let mut client = Client::connect(front.addr).await;
-            for _ in 0..5 {
-                let (parts, body) = client.get("/env.php").await;
-                assert_eq!(parts.status, 200);
-                ports.insert(field(&body, "REMOTE_PORT").to_owned());
-            }
+        for _ in 0..5 {
+            let (parts, body) = client.get("/env.php").await;
+            assert_eq!(parts.status, 200);
+            ports.insert(field(&body, "REMOTE_PORT").to_owned());
         }
-        assert!(
-            ports.len() <= 2,
-            "30 requests used {} connections",
-            ports.len()
-        );
-        let s = &front.stats()[0];
-        assert_eq!(s.requests, 30);
-        assert_eq!(s.in_flight, 0);
-        assert!(s.idle_pooled >= 1);
-    })
-    .await;
+    }
+    assert!(
+        ports.len() <= 2,
+        "30 requests used {} connections",
+        ports.len()
+    );
+    let s = &front.stats()[0];
+    assert_eq!(s.requests, 30);
+    assert_eq!(s.in_flight, 0);
+    assert!(s.idle_pooled >= 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarding_fields_cannot_be_spoofed_by_untrusted_clients() {
-    bounded(async {
-        let www = docroot();
-        // Apache trusts nobody here, so it shows the forwarding fields exactly as sent.
-        let options = ApacheOptions {
-            trusted_proxies: vec!["192.0.2.1".into()],
-            ..ApacheOptions::default()
-        };
-        let apache = apache(&www, options).await;
-        let front = Front::start(config(apache.addr)).await;
-        // Apache refuses %2F in a path (AllowEncodedSlashes Off), so the query carries one.
-        let raw_uri = "/env.php/a%20b/%7e?q=%2F+&x=%C3%A9&&";
-        let spoofed = || {
-            Request::get(raw_uri)
-                .header("host", "shop.example")
-                .header("x-forwarded-for", "6.6.6.6")
-                .header("x-forwarded-proto", "https")
-                .header("x-forwarded-host", "evil.example")
-                .header("connection", "x-hop")
-                .header("x-hop", "1")
-                .body(empty())
-                .unwrap()
-        };
-        let mut client = Client::connect_from(Some(CLIENT_IP), front.addr).await;
-        let (parts, body) = client.fetch(spoofed()).await;
-        assert_eq!(parts.status, 200);
-        assert_eq!(field(&body, "HTTP_X_FORWARDED_FOR"), "127.0.0.2");
-        assert_eq!(field(&body, "HTTP_X_FORWARDED_PROTO"), "http");
-        assert_eq!(field(&body, "HTTP_X_FORWARDED_HOST"), "shop.example");
-        assert_eq!(field(&body, "HTTP_HOST"), "shop.example");
-        assert_eq!(field(&body, "HTTP_VIA"), "1.1 khttpd-front");
-        assert_eq!(field(&body, "HTTP_X_HOP"), "-");
-        assert_eq!(field(&body, "REQUEST_URI"), raw_uri);
-        assert_eq!(field(&body, "SERVER_PROTOCOL"), "HTTP/1.1");
-
-        // A trusted proxy's chain is extended instead.
-        let mut cfg = config(apache.addr);
-        cfg.trusted_proxies = vec!["127.0.0.2/32".parse().unwrap()];
-        let front = Front::start(cfg).await;
-        let mut client = Client::connect_from(Some(CLIENT_IP), front.addr).await;
-        let (_, body) = client.fetch(spoofed()).await;
-        assert_eq!(field(&body, "HTTP_X_FORWARDED_FOR"), "6.6.6.6, 127.0.0.2");
-        assert_eq!(field(&body, "HTTP_X_FORWARDED_PROTO"), "https");
-        assert_eq!(field(&body, "HTTP_X_FORWARDED_HOST"), "evil.example");
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apache_sees_the_client_address_from_x_forwarded_for() {
-    bounded(async {
-        let www = docroot();
-        let apache = apache(&www, ApacheOptions::default()).await;
-        let front = Front::start(config(apache.addr)).await;
-        let mut client = Client::connect_from(Some(CLIENT_IP), front.addr).await;
-        let req = Request::get("/env.php?who")
-            .header("host", "front.test")
+async fn forwarding_fields_cannot_be_spoofed_by_untrusted_clients(path: Path) {
+    let www = docroot();
+    // Apache trusts nobody here, so it shows the forwarding fields exactly as sent.
+    let options = ApacheOptions {
+        trusted_proxies: vec!["192.0.2.1".into()],
+        ..ApacheOptions::default()
+    };
+    let apache = apache(&www, options).await;
+    let front = Front::start_on(path, config(apache.addr)).await;
+    // Apache refuses %2F in a path (AllowEncodedSlashes Off), so the query carries one.
+    let raw_uri = "/env.php/a%20b/%7e?q=%2F+&x=%C3%A9&&";
+    let spoofed = || {
+        Request::get(raw_uri)
+            .header("host", "shop.example")
             .header("x-forwarded-for", "6.6.6.6")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "evil.example")
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
             .body(empty())
-            .unwrap();
-        let (_, body) = client.fetch(req).await;
-        assert_eq!(field(&body, "REMOTE_ADDR"), "127.0.0.2");
-        let line = apache
-            .wait_for_log_line("/env.php?who", Duration::from_secs(5))
-            .expect("access log line");
-        assert!(line.starts_with("127.0.0.2 127.0.0.1 "), "{line}");
-        assert!(line.ends_with("\"1.1 khttpd-front\""), "{line}");
-    })
-    .await;
+            .unwrap()
+    };
+    let mut client = Client::connect_from(Some(CLIENT_IP), front.addr).await;
+    let (parts, body) = client.fetch(spoofed()).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(field(&body, "HTTP_X_FORWARDED_FOR"), "127.0.0.2");
+    assert_eq!(field(&body, "HTTP_X_FORWARDED_PROTO"), "http");
+    assert_eq!(field(&body, "HTTP_X_FORWARDED_HOST"), "shop.example");
+    assert_eq!(field(&body, "HTTP_HOST"), "shop.example");
+    assert_eq!(field(&body, "HTTP_VIA"), "1.1 khttpd-front");
+    assert_eq!(field(&body, "HTTP_X_HOP"), "-");
+    assert_eq!(field(&body, "REQUEST_URI"), raw_uri);
+    assert_eq!(field(&body, "SERVER_PROTOCOL"), "HTTP/1.1");
+
+    // A trusted proxy's chain is extended instead.
+    let mut cfg = config(apache.addr);
+    cfg.trusted_proxies = vec!["127.0.0.2/32".parse().unwrap()];
+    let front = Front::start_on(path, cfg).await;
+    let mut client = Client::connect_from(Some(CLIENT_IP), front.addr).await;
+    let (_, body) = client.fetch(spoofed()).await;
+    assert_eq!(field(&body, "HTTP_X_FORWARDED_FOR"), "6.6.6.6, 127.0.0.2");
+    assert_eq!(field(&body, "HTTP_X_FORWARDED_PROTO"), "https");
+    assert_eq!(field(&body, "HTTP_X_FORWARDED_HOST"), "evil.example");
+}
+
+async fn apache_sees_the_client_address_from_x_forwarded_for(path: Path) {
+    let www = docroot();
+    let apache = apache(&www, ApacheOptions::default()).await;
+    let front = Front::start_on(path, config(apache.addr)).await;
+    let mut client = Client::connect_from(Some(CLIENT_IP), front.addr).await;
+    let req = Request::get("/env.php?who")
+        .header("host", "front.test")
+        .header("x-forwarded-for", "6.6.6.6")
+        .body(empty())
+        .unwrap();
+    let (_, body) = client.fetch(req).await;
+    assert_eq!(field(&body, "REMOTE_ADDR"), "127.0.0.2");
+    let line = apache
+        .wait_for_log_line("/env.php?who", Duration::from_secs(5))
+        .expect("access log line");
+    assert!(line.starts_with("127.0.0.2 127.0.0.1 "), "{line}");
+    assert!(line.ends_with("\"1.1 khttpd-front\""), "{line}");
 }
 
 async fn proxy_protocol_shows_the_client(version: ProxyProtocol) {
@@ -297,48 +277,44 @@ async fn proxy_protocol_v1_gives_apache_the_client_address() {
     bounded(proxy_protocol_shows_the_client(ProxyProtocol::V1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopped_apache_is_refused_then_recovers() {
-    bounded(async {
-        let www = docroot();
-        let mut apache = apache(&www, ApacheOptions::default()).await;
-        let front = Front::start(config(apache.addr)).await;
-        let (parts, _) = fetch_once(front.addr, get("/index.php")).await;
-        assert_eq!(parts.status, 200);
+async fn stopped_apache_is_refused_then_recovers(path: Path) {
+    let www = docroot();
+    let mut apache = apache(&www, ApacheOptions::default()).await;
+    let front = Front::start_on(path, config(apache.addr)).await;
+    let (parts, _) = fetch_once(front.addr, get("/index.php")).await;
+    assert_eq!(parts.status, 200);
 
-        let mut apache = tokio::task::spawn_blocking(move || {
-            apache.stop();
-            apache
-        })
-        .await
-        .unwrap();
-        for _ in 0..2 {
-            let started = Instant::now();
-            let (parts, body) = fetch_once(front.addr, get("/index.php")).await;
-            assert_status(&parts, 502, "refused");
-            assert_eq!(body, "The backend server could not be reached.");
-            assert!(started.elapsed() < Duration::from_secs(1));
-        }
-        let s = &front.stats()[0];
-        assert!(!s.healthy);
-        assert_eq!(s.refused, 2);
-
-        let apache = tokio::task::spawn_blocking(move || {
-            apache.start_again();
-            apache
-        })
-        .await
-        .unwrap();
-        tokio::time::sleep(front.bridge.upstreams().config().fail_cooldown).await;
-        let (parts, body) = fetch_once(front.addr, get("/index.php")).await;
-        assert_eq!(
-            (parts.status.as_u16(), body.as_str()),
-            (200, "hello from php\n")
-        );
-        assert!(front.stats()[0].healthy);
-        drop(apache);
+    let mut apache = tokio::task::spawn_blocking(move || {
+        apache.stop();
+        apache
     })
-    .await;
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let (parts, body) = fetch_once(front.addr, get("/index.php")).await;
+        assert_status(&parts, 502, "refused");
+        assert_eq!(body, "The backend server could not be reached.");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    let s = &front.stats()[0];
+    assert!(!s.healthy);
+    assert_eq!(s.refused, 2);
+
+    let apache = tokio::task::spawn_blocking(move || {
+        apache.start_again();
+        apache
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(front.bridge.upstreams().config().fail_cooldown).await;
+    let (parts, body) = fetch_once(front.addr, get("/index.php")).await;
+    assert_eq!(
+        (parts.status.as_u16(), body.as_str()),
+        (200, "hello from php\n")
+    );
+    assert!(front.stats()[0].healthy);
+    drop(apache);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,3 +339,12 @@ async fn http10_request_without_host_gets_the_front_address_as_host() {
     })
     .await;
 }
+
+both_paths!(
+    php_page_comes_back_without_hop_by_hop_fields,
+    download_of_50_mib_streams_through,
+    sequential_requests_reuse_few_backend_connections,
+    forwarding_fields_cannot_be_spoofed_by_untrusted_clients,
+    apache_sees_the_client_address_from_x_forwarded_for,
+    stopped_apache_is_refused_then_recovers,
+);

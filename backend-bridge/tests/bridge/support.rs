@@ -19,7 +19,10 @@ use hyper::client::conn::http1 as client;
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use khttpd_bridge::{BackendStats, Bridge, BridgeConfig, ClientInfo, Upstreams};
+use khttpd_bridge::{
+    BackendStats, Bridge, BridgeConfig, BridgeError, ClientInfo, Framing, RelayRequest, Session,
+    Upstreams,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -39,14 +42,69 @@ pub const ERROR_KIND: &str = "x-bridge-error";
 pub type ClientBody = BoxBody<Bytes, Infallible>;
 type FrontBody = Either<Incoming, Full<Bytes>>;
 
+/// The two ways a request reaches the backend; the tests of plain GETs run through both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// `Session::forward`, through hyper on both sides.
+    Forward,
+    /// `Session::relay`, the fast path's raw relay.
+    Relay,
+}
+
+/// Runs each named `async fn(Path)` test once per [`Path`], under [`TEST_DEADLINE`].
+macro_rules! both_paths {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn forward() {
+                $crate::support::bounded(super::$name($crate::support::Path::Forward)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn relay() {
+                $crate::support::bounded(super::$name($crate::support::Path::Relay)).await
+            }
+        }
+    )*};
+}
+pub(crate) use both_paths;
+
 /// A front on 127.0.0.1:0 whose every request goes through `Session::forward`, with
-/// `.with_upgrades()` on its connections as the real front must have.
+/// `.with_upgrades()` on its connections as the real front must have; or, on [`Path::Relay`],
+/// a raw front like khttpd-front's fast path whose every request goes through `Session::relay`.
 pub struct Front {
     pub addr: SocketAddr,
     pub bridge: Arc<Bridge>,
 }
 
 impl Front {
+    pub async fn start_on(path: Path, cfg: BridgeConfig) -> Front {
+        match path {
+            Path::Forward => Front::start(cfg).await,
+            Path::Relay => Front::start_relay(cfg).await,
+        }
+    }
+
+    /// The relay front: GET and HEAD only (anything else is a test error).
+    pub async fn start_relay(cfg: BridgeConfig) -> Front {
+        let bridge = Bridge::new(Upstreams::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let b = Arc::clone(&bridge);
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                stream.set_nodelay(true).unwrap();
+                let local = stream.local_addr().unwrap();
+                let session = b.session(ClientInfo {
+                    peer,
+                    local,
+                    scheme: "http",
+                });
+                tokio::spawn(relay_connection(stream, session));
+            }
+        });
+        Front { addr, bridge }
+    }
+
     pub async fn start(cfg: BridgeConfig) -> Front {
         let bridge = Bridge::new(Upstreams::new(cfg));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -98,6 +156,97 @@ impl Front {
 
     pub fn stats(&self) -> Vec<BackendStats> {
         self.bridge.upstreams().snapshot()
+    }
+}
+
+/// One client connection of the relay front: heads read with httparse, answers written by
+/// `Relayed::send`, errors as the forward front gives them.
+async fn relay_connection(mut stream: TcpStream, session: Session) {
+    let mut buf = Vec::new();
+    loop {
+        let consumed = loop {
+            let mut storage = [httparse::EMPTY_HEADER; 64];
+            match httparse::Request::new(&mut storage).parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => break n,
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => panic!("test client sent a bad head: {e}"),
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let mut storage = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut storage);
+        req.parse(&buf[..consumed]).unwrap();
+        let method = req.method.unwrap();
+        assert!(
+            method == "GET" || method == "HEAD",
+            "the relay takes GET and HEAD"
+        );
+        let request = RelayRequest {
+            method,
+            target: req.path.unwrap(),
+            fields: req.headers,
+        };
+        // Resolves when the client closes (a readable byte is the next pipelined request).
+        let gone = async {
+            let mut probe = [0u8; 1];
+            if matches!(stream.peek(&mut probe).await, Ok(1..)) {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = session.relay(&request, gone).await;
+        let mut head = Vec::new();
+        let sent = match result {
+            Ok(relayed) => {
+                head.extend_from_slice(format!("HTTP/1.1 {} X\r\n", relayed.status()).as_bytes());
+                for (n, v) in relayed.fields() {
+                    head.extend_from_slice(n);
+                    head.extend_from_slice(b": ");
+                    head.extend_from_slice(v);
+                    head.extend_from_slice(b"\r\n");
+                }
+                let close = match relayed.framing() {
+                    Framing::Length(n) => {
+                        head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+                        false
+                    }
+                    Framing::Chunked => {
+                        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                        false
+                    }
+                    Framing::Empty => false,
+                    Framing::UntilClose => {
+                        head.extend_from_slice(b"connection: close\r\n");
+                        true
+                    }
+                };
+                head.extend_from_slice(b"\r\n");
+                relayed.send(&mut stream, &head).await.is_ok() && !close
+            }
+            Err(BridgeError::ClientGone) => return,
+            Err(e) => {
+                let detail = e.detail();
+                let mut text = format!(
+                    "HTTP/1.1 {}\r\n{ERROR_KIND}: {}\r\ncontent-length: {}\r\n",
+                    e.status(),
+                    e.kind(),
+                    detail.len()
+                );
+                if let Some(secs) = e.retry_after() {
+                    text.push_str(&format!("retry-after: {secs}\r\n"));
+                }
+                text.push_str("\r\n");
+                text.push_str(detail);
+                stream.write_all(text.as_bytes()).await.is_ok()
+            }
+        };
+        if !sent {
+            return;
+        }
+        buf.drain(..consumed);
     }
 }
 

@@ -55,6 +55,10 @@ impl Docroot {
                     $chunk = str_repeat('0123456789abcdef', 65536);
                     for ($i = 0; $i < $mb; $i++) { echo $chunk; flush(); }"#,
             ),
+            (
+                "fixed.php",
+                "<?php header('X-App: fixed'); header('Cache-Control: no-store'); echo 'fixed page ', $_GET['n'] ?? '-';",
+            ),
             ("private/.htaccess", "Require all denied\n"),
             ("private/secret.html", "PRIVATE-LEAK\n"),
             (
@@ -288,6 +292,91 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
+}
+
+/// Plain GETs and HEADs of dynamic pages are relayed from the fast path without hyper; a
+/// request with a hop-by-hop `TE` field takes the full pipeline. Both must give the client the
+/// same answer, and the relay must keep pipelined requests in order.
+#[test]
+fn relayed_answers_match_the_full_pipeline() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &["--threads", "1", "--route-header"]);
+    let fields = |r: &http::Response| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| !["date", "keep-alive"].contains(&n.to_ascii_lowercase().as_str()))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect();
+        h.sort();
+        h
+    };
+    let cases: &[(&str, &str)] = &[
+        ("GET", "/fixed.php?n=1"),
+        ("HEAD", "/fixed.php?n=1"),
+        ("GET", "/download.php?mb=2"),
+        ("GET", "/no-such-page.html"),
+        ("GET", "/private/secret.html"),
+    ];
+    for &(method, path) in cases {
+        let relayed = http::request(f.addr, method, path, &[], b"");
+        let full = http::request(f.addr, method, path, &[("TE", "trailers")], b"");
+        assert_eq!(relayed.status, full.status, "{method} {path}");
+        assert_eq!(fields(&relayed), fields(&full), "{method} {path}");
+        assert_eq!(relayed.body, full.body, "{method} {path}");
+        assert_eq!(relayed.header("x-khttpd-route"), Some("backend"));
+        assert!(relayed.header("date").is_some());
+        assert!(!relayed.text().contains("<?php"));
+        if path.starts_with("/fixed.php") {
+            // Which path answered shows in the field names: the relay passes Apache's bytes,
+            // hyper writes its own lower-case names.
+            let names = |r: &http::Response| r.headers.iter().any(|(n, _)| n == "X-App");
+            assert!(names(&relayed) && !names(&full), "{method} {path}");
+        }
+    }
+    assert_eq!(
+        http::get(f.addr, "/download.php?mb=2").body.len(),
+        2 << 20,
+        "chunked answer passed through whole"
+    );
+
+    // Static, relayed and Apache's 404, pipelined in one write, answered in order.
+    let mut c = Conn::open(f.addr);
+    let mut burst = Vec::new();
+    for (method, path) in [
+        ("GET", "/assets/style.css"),
+        ("GET", "/fixed.php?n=2"),
+        ("HEAD", "/fixed.php?n=3"),
+        ("GET", "/no-such-page.html"),
+        ("GET", "/fixed.php?n=4"),
+    ] {
+        burst.extend(http::build_request(method, path, &[], b"", false));
+    }
+    c.send(&burst);
+    let css = c.read_response(false);
+    assert_eq!(
+        (css.status, css.header("x-khttpd-route")),
+        (200, Some("static"))
+    );
+    let two = c.read_response(false);
+    assert_eq!((two.status, two.text().as_str()), (200, "fixed page 2"));
+    let three = c.read_response(true);
+    assert_eq!((three.status, three.body.len()), (200, 0));
+    assert_eq!(c.read_response(false).status, 404);
+    assert_eq!(c.read_response(false).text(), "fixed page 4");
+    // The connection is still good, and Apache saw each dynamic request once.
+    assert_eq!(
+        c.request("GET", "/fixed.php?n=5", &[], b"").text(),
+        "fixed page 5"
+    );
+    for n in 2..=5 {
+        let seen = khttpd_tests::wait_until(Duration::from_secs(5), || {
+            (apache_saw(&a, &format!("/fixed.php?n={n}")) == 1).then_some(())
+        });
+        assert!(seen.is_some(), "Apache saw /fixed.php?n={n} once");
+    }
+    assert_eq!(apache_saw(&a, "/assets/style.css"), 0);
 }
 
 #[test]

@@ -1,0 +1,829 @@
+//! The relay: a bodiless GET or HEAD carried over a raw pooled backend connection, and the
+//! answer passed back as the backend's own bytes.
+//!
+//! kHTTPd handed the live socket to the userspace server, so a dynamic request cost it almost
+//! nothing. [`Session::forward`] goes through hyper twice (the front's server and our client):
+//! two header maps, a channel and a connection task per exchange, which made a PHP page slower
+//! through the front than through nginx. Most dynamic requests are plain GETs the front's fast
+//! path has already parsed with httparse; for those the relay writes the backend's head straight
+//! from the parsed fields (the rules of [`forwarded`](crate::forwarded)), parses the answer's
+//! head with httparse, and copies the body through unchanged, finding its end from
+//! `Content-Length` or the chunked framing ([`ChunkedEnd`]) so the connection can go back to the
+//! pool, as nginx's `proxy_pass` does. Everything else (request bodies, upgrades, the PROXY
+//! protocol, HTTP/1.0) keeps taking `forward`. Slots, health, counters and failover are the
+//! shared ones of [`Upstreams`](crate::Upstreams).
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use crate::bridge::{Bridge, Session};
+use crate::connect;
+use crate::error::{BridgeError, Phase};
+use crate::forwarded;
+use crate::hop::{connection_tokens, is_hop_by_hop};
+use crate::pool::Reusable;
+use crate::upstreams::Slot;
+
+/// Bytes read from the backend at a time, and the start size of a connection's buffer.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The largest response head accepted from a backend (hyper's client allows about as much).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Most fields in a backend's response head.
+const MAX_RESPONSE_FIELDS: usize = 128;
+
+/// A request the relay can carry, as the front parsed it: origin-form HTTP/1.1, exactly one
+/// `Host`, no body, no `Expect`, no upgrade. The caller checks these.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayRequest<'a> {
+    /// `GET` or `HEAD`.
+    pub method: &'a str,
+    /// The path and query, exactly as sent.
+    pub target: &'a str,
+    /// The client's fields, as httparse found them.
+    pub fields: &'a [httparse::Header<'a>],
+}
+
+/// A raw keep-alive connection to a backend and its read buffer.
+#[derive(Debug)]
+pub(crate) struct RawConn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawConn {
+    fn new(stream: TcpStream) -> RawConn {
+        RawConn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// Reads more of the answer, within `deadline`.
+    async fn read_more(&mut self, deadline: Instant) -> Result<usize, ReadFailure> {
+        self.buf.reserve(READ_CHUNK);
+        match timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(ReadFailure::Io(e)),
+            Err(_) => Err(ReadFailure::Timeout),
+        }
+    }
+}
+
+impl Reusable for RawConn {
+    fn alive(&self) -> bool {
+        // tokio caches readiness, so this costs no system call unless the socket turned readable,
+        // which on an idle connection means the backend closed it or sent something unasked.
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+enum ReadFailure {
+    Io(io::Error),
+    Timeout,
+}
+
+/// How the body of an answer is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: a HEAD request, 1xx, 204 or 304.
+    Empty,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(u64),
+    /// Chunked; the chunks pass through as they are.
+    Chunked,
+    /// Until the backend closes: the client's connection must close too.
+    UntilClose,
+}
+
+/// A parsed response head; ranges index the connection's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResponseHead {
+    len: usize,
+    status: u16,
+    reason: Range<usize>,
+    /// End-to-end fields: hop-by-hop ones, `Content-Length` and `Transfer-Encoding` left out.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    framing: Framing,
+    content_length: Option<u64>,
+    /// Whether the connection may carry another request after this answer.
+    keep_alive: bool,
+}
+
+/// Parses an answer's head from `buf`: `Ok(None)` until it is complete. 1xx heads other than
+/// 101 come back too; the caller skips them (as hyper's client does).
+pub(crate) fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<ResponseHead>, String> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
+    let mut resp = httparse::Response::new(&mut storage);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("unparsable response head: {e}")),
+    };
+    let status = resp.code.unwrap_or(0);
+    if !(100..=999).contains(&status) {
+        return Err(format!("invalid status {status}"));
+    }
+    if status == 101 {
+        return Err("101 to a request that asked for no upgrade".into());
+    }
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + s.len()
+    };
+    let named = connection_tokens(
+        resp.headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .map(|f| f.value),
+    );
+    let close = named.iter().any(|t| t.eq_ignore_ascii_case(b"close"));
+    let mut fields = Vec::with_capacity(resp.headers.len());
+    let (mut lengths, mut codings) = (Vec::new(), 0usize);
+    let mut chunked = false;
+    for f in resp.headers.iter() {
+        if f.name.eq_ignore_ascii_case("content-length") {
+            lengths.push(f.value);
+        } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
+            codings += 1;
+            chunked = f.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if !is_hop_by_hop(f.name, &named) {
+            fields.push((at(f.name.as_bytes()), at(f.value)));
+        }
+    }
+    let content_length = content_length(&lengths)?;
+    let framing = if head_only || status < 200 || status == 204 || status == 304 {
+        Framing::Empty
+    } else if codings > 0 {
+        if content_length.is_some() {
+            return Err("both Content-Length and Transfer-Encoding".into());
+        }
+        if codings > 1 || !chunked {
+            return Err("a transfer coding other than chunked".into());
+        }
+        Framing::Chunked
+    } else if let Some(n) = content_length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Some(ResponseHead {
+        len,
+        status,
+        reason: at(resp.reason.unwrap_or("").as_bytes()),
+        fields,
+        framing,
+        content_length,
+        keep_alive: resp.version == Some(1) && !close && framing != Framing::UntilClose,
+    }))
+}
+
+/// The one length all `Content-Length` values (and list members) agree on (RFC 9112 §6.3).
+fn content_length(values: &[&[u8]]) -> Result<Option<u64>, String> {
+    let mut found = None;
+    for member in values.iter().flat_map(|v| v.split(|&b| b == b',')) {
+        let digits = member.trim_ascii();
+        let n = (!digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| "invalid Content-Length".to_owned())?;
+        if found.is_some_and(|f| f != n) {
+            return Err("conflicting Content-Length values".into());
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+/// Finds the end of a chunked body without changing a byte (RFC 9112 §7.1), so the chunks can
+/// go to the client as they came and the connection back to the pool after the last one.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkedEnd {
+    state: Chunk,
+    size: u64,
+    digits: usize,
+    line: usize,
+    left: u64,
+    /// Payload bytes seen, for the access log.
+    payload: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    #[default]
+    Size,
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    Trailer,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// The longest chunk-size line (extensions included) or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 8 * 1024;
+
+impl ChunkedEnd {
+    /// Takes the next bytes of the body: `Ok(Some(n))` when it ends after the first `n` of them.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                Chunk::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        let d = u64::from((b as char).to_digit(16).unwrap_or(0) as u8);
+                        self.size = self
+                            .size
+                            .checked_mul(16)
+                            .and_then(|s| s.checked_add(d))
+                            .ok_or("chunk size overflow")?;
+                        self.digits += 1;
+                        if self.digits > MAX_CHUNK_LINE {
+                            return Err("chunk size line too long");
+                        }
+                    }
+                    _ if self.digits == 0 => return Err("chunk size expected"),
+                    b';' | b' ' | b'\t' => {
+                        self.state = Chunk::Ext;
+                        self.line = self.digits;
+                    }
+                    b'\r' => self.state = Chunk::SizeLf,
+                    _ => return Err("invalid chunk size"),
+                },
+                Chunk::Ext | Chunk::TrailerLine => {
+                    if b == b'\r' {
+                        self.state = if self.state == Chunk::Ext {
+                            Chunk::SizeLf
+                        } else {
+                            Chunk::TrailerLf
+                        };
+                    } else if b == b'\n' {
+                        return Err("bare LF in chunked framing");
+                    } else {
+                        self.line += 1;
+                        if self.line > MAX_CHUNK_LINE {
+                            return Err("chunk line too long");
+                        }
+                    }
+                }
+                Chunk::SizeLf => {
+                    if b != b'\n' {
+                        return Err("CR without LF after a chunk size");
+                    }
+                    self.state = if self.size == 0 {
+                        Chunk::Trailer
+                    } else {
+                        self.left = self.size;
+                        Chunk::Data
+                    };
+                    self.size = 0;
+                    self.digits = 0;
+                }
+                Chunk::Data => {
+                    let n = usize::try_from(self.left)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - i);
+                    self.left -= n as u64;
+                    self.payload += n as u64;
+                    i += n;
+                    if self.left == 0 {
+                        self.state = Chunk::DataCr;
+                    }
+                    continue;
+                }
+                Chunk::DataCr if b == b'\r' => self.state = Chunk::DataLf,
+                Chunk::DataLf if b == b'\n' => self.state = Chunk::Size,
+                Chunk::DataCr | Chunk::DataLf => return Err("chunk data not followed by CRLF"),
+                Chunk::Trailer => {
+                    if b == b'\r' {
+                        self.state = Chunk::EndLf;
+                    } else {
+                        self.line = 1;
+                        self.state = Chunk::TrailerLine;
+                    }
+                }
+                Chunk::TrailerLf | Chunk::EndLf if b != b'\n' => {
+                    return Err("CR without LF in chunked framing")
+                }
+                Chunk::TrailerLf => self.state = Chunk::Trailer,
+                Chunk::EndLf => {
+                    self.state = Chunk::Done;
+                    return Ok(Some(i + 1));
+                }
+                Chunk::Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok((self.state == Chunk::Done).then_some(0))
+    }
+}
+
+/// A failed attempt: its error, and whether it looks like a pooled connection the backend had
+/// closed while idle (nothing came back), which a fresh connection may retry.
+struct Failure {
+    error: BridgeError,
+    stale: bool,
+}
+
+impl Session {
+    /// Whether [`Session::relay`] can carry this session's requests: not with the PROXY
+    /// protocol, whose backend connections belong to one client each.
+    pub fn can_relay(&self) -> bool {
+        self.preface.is_none()
+    }
+
+    /// Carries `req` to a backend over a pooled raw connection and returns the answer's head;
+    /// [`Relayed::send`] then passes it to the client. `client_gone` resolves when the client
+    /// has left: the backend request is then dropped with its connection.
+    pub async fn relay(
+        &self,
+        req: &RelayRequest<'_>,
+        client_gone: impl Future<Output = ()>,
+    ) -> Result<Relayed, BridgeError> {
+        let mut head = Vec::with_capacity(256 + req.fields.len() * 48);
+        forwarded::relay_head(&mut head, req.method, req.target, req.fields, &self.origin);
+        let head_only = req.method.eq_ignore_ascii_case("HEAD");
+        let result = tokio::select! {
+            biased;
+            r = self.exchange_raw(&head, head_only) => r,
+            () = client_gone => Err((BridgeError::ClientGone, None)),
+        };
+        result.map_err(|(e, backend)| {
+            tracing::debug!(
+                client = %self.client().peer,
+                backend = ?backend,
+                kind = e.kind(),
+                error = %e,
+                "backend request failed (relay)"
+            );
+            e
+        })
+    }
+
+    async fn exchange_raw(
+        &self,
+        head: &[u8],
+        head_only: bool,
+    ) -> Result<Relayed, (BridgeError, Option<SocketAddr>)> {
+        let bridge = &self.bridge;
+        let up = bridge.upstreams();
+        let timeout = up.config().timeout;
+        let (backend, slot, stream, mut reused) = self
+            .connect_with(
+                |i| bridge.raw.take(i),
+                |addr| async move { connect::open_stream(addr, timeout).await.map(RawConn::new) },
+            )
+            .await?;
+        let addr = up.backend(backend).addr;
+        let mut conn = stream;
+        let mut retried = false;
+        loop {
+            match exchange_head(&mut conn, head, head_only, timeout).await {
+                Ok(parsed) => {
+                    up.record_success(backend);
+                    return Ok(Relayed {
+                        bridge: Arc::clone(bridge),
+                        backend,
+                        slot,
+                        conn,
+                        head: parsed,
+                        timeout,
+                    });
+                }
+                Err(f) if f.stale && reused && !retried => {
+                    tracing::debug!(backend = %addr, error = %f.error, "reused connection was closed; sending again on a fresh one");
+                    retried = true;
+                    reused = false;
+                    up.count_retry(backend);
+                    conn = connect::open_stream(addr, timeout)
+                        .await
+                        .map(RawConn::new)
+                        .map_err(|e| {
+                            up.record_failure(backend, &e, true);
+                            (e, Some(addr))
+                        })?;
+                }
+                Err(f) => {
+                    up.record_failure(backend, &f.error, !reused);
+                    return Err((f.error, Some(addr)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the request head and reads the answer's head, skipping 1xx interim answers, within
+/// `limit` of sending.
+async fn exchange_head(
+    conn: &mut RawConn,
+    head: &[u8],
+    head_only: bool,
+    limit: Duration,
+) -> Result<ResponseHead, Failure> {
+    let deadline = Instant::now() + limit;
+    conn.buf.clear();
+    match timeout_at(deadline, conn.stream.write_all(head)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(Failure {
+                stale: closed_kind(&e),
+                error: BridgeError::Reset(e.into()),
+            })
+        }
+        Err(_) => {
+            return Err(Failure {
+                error: BridgeError::Timeout(Phase::ResponseHead),
+                stale: false,
+            })
+        }
+    }
+    let mut received = false;
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_head(&conn.buf, head_only) {
+                Ok(Some(h)) if h.status < 200 => {
+                    conn.buf.advance(h.len);
+                    continue;
+                }
+                Ok(Some(h)) => return Ok(h),
+                Ok(None) if conn.buf.len() > MAX_RESPONSE_HEAD => {
+                    return Err(Failure {
+                        error: BridgeError::BadResponse("response head too large".into()),
+                        stale: false,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Failure {
+                        error: BridgeError::BadResponse(e.into()),
+                        stale: false,
+                    })
+                }
+            }
+        }
+        match conn.read_more(deadline).await {
+            Ok(0) => {
+                return Err(Failure {
+                    error: BridgeError::Reset("closed before the end of the response head".into()),
+                    stale: !received,
+                })
+            }
+            Ok(_) => received = true,
+            Err(ReadFailure::Io(e)) => {
+                return Err(Failure {
+                    stale: !received && closed_kind(&e),
+                    error: BridgeError::Reset(e.into()),
+                })
+            }
+            Err(ReadFailure::Timeout) => {
+                return Err(Failure {
+                    error: BridgeError::Timeout(Phase::ResponseHead),
+                    stale: false,
+                })
+            }
+        }
+    }
+}
+
+/// What a connection the backend closed looks like.
+fn closed_kind(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
+/// A backend's answer whose head has arrived; dropping it closes the backend connection.
+#[derive(Debug)]
+pub struct Relayed {
+    bridge: Arc<Bridge>,
+    backend: usize,
+    slot: Slot,
+    conn: RawConn,
+    head: ResponseHead,
+    timeout: Duration,
+}
+
+impl Relayed {
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.head.status
+    }
+
+    /// The backend's reason phrase (may be empty).
+    pub fn reason(&self) -> &[u8] {
+        &self.conn.buf[self.head.reason.clone()]
+    }
+
+    /// The end-to-end fields as the backend sent them: hop-by-hop ones, `Content-Length` and
+    /// `Transfer-Encoding` are left out (the caller frames the answer from [`Relayed::framing`]).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let buf = &self.conn.buf;
+        self.head
+            .fields
+            .iter()
+            .map(move |(n, v)| (&buf[n.clone()], &buf[v.clone()]))
+    }
+
+    /// How the body is delimited.
+    pub fn framing(&self) -> Framing {
+        self.head.framing
+    }
+
+    /// The backend's `Content-Length`, also on answers without a body (HEAD, 304).
+    pub fn content_length(&self) -> Option<u64> {
+        self.head.content_length
+    }
+
+    /// Writes `head` (the caller's, built from this answer) and the body to `client` with
+    /// back-pressure, waiting at most the backend timeout for each read from the backend (as
+    /// nginx's `proxy_read_timeout`), then parks the backend connection if it may be reused.
+    /// Returns the payload bytes. An error means the client's connection must close: the answer
+    /// was cut short (by either side).
+    pub async fn send<W: AsyncWrite + Unpin>(self, client: &mut W, head: &[u8]) -> io::Result<u64> {
+        let Relayed {
+            bridge,
+            backend,
+            slot,
+            mut conn,
+            head: parsed,
+            timeout: limit,
+        } = self;
+        conn.buf.advance(parsed.len);
+        let (sent, clean) = match parsed.framing {
+            Framing::Empty => {
+                client.write_all(head).await?;
+                (0, conn.buf.is_empty())
+            }
+            Framing::Length(n) => copy_length(&mut conn, client, head, n, limit).await?,
+            Framing::Chunked => copy_chunked(&mut conn, client, head, limit).await?,
+            Framing::UntilClose => copy_until_close(&mut conn, client, head, limit).await?,
+        };
+        conn.buf.clear();
+        drop(slot);
+        if clean && parsed.keep_alive {
+            let up = bridge.upstreams();
+            bridge.raw.put(backend, conn, up.backend(backend));
+        }
+        Ok(sent)
+    }
+}
+
+/// Reads more body from the backend within `limit`; the end of the stream is an error here.
+async fn body_read(conn: &mut RawConn, limit: Duration) -> io::Result<()> {
+    conn.buf.clear();
+    match conn.read_more(Instant::now() + limit).await {
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "backend closed the connection before the end of the body",
+        )),
+        Ok(_) => Ok(()),
+        Err(ReadFailure::Io(e)) => Err(e),
+        Err(ReadFailure::Timeout) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "backend stopped sending the body",
+        )),
+    }
+}
+
+/// A `Content-Length` body: returns the bytes sent and whether nothing followed them.
+async fn copy_length<W: AsyncWrite + Unpin>(
+    conn: &mut RawConn,
+    client: &mut W,
+    head: &[u8],
+    len: u64,
+    limit: Duration,
+) -> io::Result<(u64, bool)> {
+    let mut clean = true;
+    let first = conn
+        .buf
+        .len()
+        .min(usize::try_from(len).unwrap_or(usize::MAX));
+    clean &= conn.buf.len() == first;
+    write_both(client, head, &conn.buf[..first]).await?;
+    let mut sent = first as u64;
+    while sent < len {
+        body_read(conn, limit).await?;
+        let take = conn
+            .buf
+            .len()
+            .min(usize::try_from(len - sent).unwrap_or(usize::MAX));
+        clean &= conn.buf.len() == take;
+        client.write_all(&conn.buf[..take]).await?;
+        sent += take as u64;
+    }
+    Ok((sent, clean))
+}
+
+/// A chunked body, passed through as it came: returns the payload bytes and whether nothing
+/// followed the last chunk.
+async fn copy_chunked<W: AsyncWrite + Unpin>(
+    conn: &mut RawConn,
+    client: &mut W,
+    head: &[u8],
+    limit: Duration,
+) -> io::Result<(u64, bool)> {
+    let mut scan = ChunkedEnd::default();
+    let bad = |e: &'static str| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut head = Some(head);
+    loop {
+        let end = scan.feed(&conn.buf).map_err(bad)?;
+        let upto = end.unwrap_or(conn.buf.len());
+        match head.take() {
+            Some(h) => write_both(client, h, &conn.buf[..upto]).await?,
+            None => client.write_all(&conn.buf[..upto]).await?,
+        }
+        if end.is_some() {
+            return Ok((scan.payload, upto == conn.buf.len()));
+        }
+        body_read(conn, limit).await?;
+    }
+}
+
+/// A body that ends when the backend closes.
+async fn copy_until_close<W: AsyncWrite + Unpin>(
+    conn: &mut RawConn,
+    client: &mut W,
+    head: &[u8],
+    limit: Duration,
+) -> io::Result<(u64, bool)> {
+    write_both(client, head, &conn.buf).await?;
+    let mut sent = conn.buf.len() as u64;
+    loop {
+        conn.buf.clear();
+        match conn.read_more(Instant::now() + limit).await {
+            Ok(0) => return Ok((sent, false)),
+            Ok(n) => {
+                client.write_all(&conn.buf).await?;
+                sent += n as u64;
+            }
+            Err(ReadFailure::Io(e)) => return Err(e),
+            Err(ReadFailure::Timeout) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "backend stopped sending the body",
+                ))
+            }
+        }
+    }
+}
+
+/// Writes `head` then `body`, both in one `writev` when the socket takes them.
+pub async fn write_both<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    let (mut h, mut b) = (head, body);
+    while !h.is_empty() {
+        let n = io
+            .write_vectored(&[IoSlice::new(h), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(h.len());
+        h = &h[from_head..];
+        b = &b[n - from_head..];
+    }
+    io.write_all(b).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, head_only: bool) -> Result<Option<ResponseHead>, String> {
+        parse_head(raw.as_bytes(), head_only)
+    }
+
+    fn framing(raw: &str) -> Result<Framing, String> {
+        head(raw, false).map(|h| h.expect("complete").framing)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        let ok = "HTTP/1.1 200 OK\r\n";
+        assert_eq!(
+            framing(&format!("{ok}Content-Length: 5\r\n\r\n")),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            framing(&format!("{ok}Transfer-Encoding: Chunked\r\n\r\n")),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(framing(&format!("{ok}\r\n")), Ok(Framing::UntilClose));
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),
+            Ok(Framing::Empty)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\n\r\n"),
+            Ok(Framing::Empty)
+        );
+        let h = head(&format!("{ok}Content-Length: 7\r\n\r\n"), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.content_length), (Framing::Empty, Some(7)));
+        assert_eq!(
+            framing(&format!(
+                "{ok}Content-Length: 5\r\nContent-Length: 5, 5\r\n\r\n"
+            )),
+            Ok(Framing::Length(5))
+        );
+        for bad in [
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Content-Length: 99999999999999999999\r\n",
+        ] {
+            assert!(framing(&format!("{ok}{bad}\r\n")).is_err(), "{bad}");
+        }
+        assert!(framing("HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
+        assert!(framing("HTTP/1.1 200 OK\r\nBad Field: x\r\n\r\n").is_err());
+        assert!(framing("HTTP/1.1 200 OK\r\nX: a\r\n  folded\r\n\r\n").is_err());
+        assert_eq!(head("HTTP/1.1 200 OK\r\nX: a", false), Ok(None));
+    }
+
+    #[test]
+    fn keep_alive_needs_http11_without_close() {
+        let keep = |raw: &str| head(raw, false).unwrap().unwrap().keep_alive;
+        assert!(keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep(
+            "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"), "until close");
+    }
+
+    #[test]
+    fn hop_by_hop_and_framing_fields_are_left_out() {
+        let raw = "HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+                   Content-Type: text/html\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+        let h = head(raw, false).unwrap().unwrap();
+        let names: Vec<&str> = h.fields.iter().map(|(n, _)| &raw[n.clone()]).collect();
+        assert_eq!(names, ["Content-Type", "Set-Cookie", "Set-Cookie"]);
+        assert_eq!(&raw[h.reason.clone()], "Fine");
+        assert_eq!(h.len, raw.len());
+    }
+
+    fn scan_all(body: &[u8], step: usize) -> Result<Option<(usize, u64)>, &'static str> {
+        let mut s = ChunkedEnd::default();
+        let mut at = 0;
+        for piece in body.chunks(step) {
+            if let Some(n) = s.feed(piece)? {
+                return Ok(Some((at + n, s.payload)));
+            }
+            at += piece.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_end_is_found_in_any_split() {
+        let body = b"5\r\nhello\r\na;ext=1\r\n0123456789\r\n0\r\nX-Trailer: y\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for step in 1..=body.len() {
+            assert_eq!(scan_all(body, step), Ok(Some((end, 15))), "step {step}");
+        }
+        assert_eq!(scan_all(b"0\r\n\r\n", 5), Ok(Some((5, 0))));
+        assert_eq!(scan_all(b"5\r\nhel", 3), Ok(None));
+    }
+
+    #[test]
+    fn bad_chunked_framing_is_refused() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"fffffffffffffffff\r\n",
+            b"0\r\nX: y\n\r\n",
+            b"0\r\n\rX",
+        ] {
+            assert!(
+                scan_all(bad, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
