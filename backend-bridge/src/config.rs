@@ -12,7 +12,8 @@ pub struct BridgeConfig {
     /// [`BridgeError::NoBackend`](crate::BridgeError::NoBackend)).
     pub backends: Vec<SocketAddr>,
     /// Deadline to connect (PROXY header included) and, separately, to receive the response head
-    /// once the last request byte was sent (`--backend-timeout`). Default 60 s.
+    /// once the last request byte was sent (`--backend-timeout`); on the relay, also the longest
+    /// wait for each read of the answer's body. Default 60 s.
     pub timeout: Duration,
     /// Requests in flight per backend, across all main daemons (`--backend-max-conns`).
     /// An upgraded (WebSocket) connection holds its slot until it closes. Default 64; 0 counts as 1.

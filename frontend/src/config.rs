@@ -36,6 +36,7 @@ pub struct Args {
     pub backend: Vec<String>,
 
     /// Seconds to connect to a backend and, again, to receive its response head; past it, 504.
+    /// A relayed answer's body that stalls this long is cut (nginx's proxy_read_timeout).
     #[arg(long, env = "KHTTPD_BACKEND_TIMEOUT", default_value_t = 60.0, value_parser = parse_secs)]
     pub backend_timeout: f64,
 

@@ -162,8 +162,11 @@ pub async fn serve(
                 }
                 let consumed = plan.consumed;
                 let pipelined = buf.len() > consumed;
-                let keep =
-                    fast_relay::serve(&mut io, &buf[..consumed], *plan, pipelined, ctx, cfg).await;
+                // Boxed, like hyper's state: the relay's is large and only backend requests
+                // need it, so it is not part of every connection's task.
+                let relay =
+                    fast_relay::serve(&mut io, &buf[..consumed], *plan, pipelined, ctx, cfg);
+                let keep = Box::pin(relay).await;
                 buf.advance(consumed);
                 served += 1;
                 warmed = false;

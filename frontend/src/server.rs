@@ -198,6 +198,29 @@ async fn serve(
     _alive: (mpsc::Sender<()>, Slot),
 ) {
     let _conn = ctx.stats.enter(Stage::WaitForHeaders);
+    let timeouts = Timeouts {
+        header: cfg.header_timeout,
+        body: cfg.body_timeout,
+        send: cfg.send_timeout,
+    };
+    let guard = HeadGuard::new(stream, cfg.max_head_size, timeouts);
+    // Cached static answers first (kHTTPd's in-kernel path); anything else makes hyper take over.
+    let io = match fast_path::serve(guard, &ctx, &mut stop).await {
+        Next::Closed => return,
+        Next::HandOff(io) => io,
+    };
+    // Boxed: hyper's connection state is large, and most connections never need it; inline, it
+    // would be copied into every connection's task at spawn.
+    Box::pin(serve_hyper(io, ctx, cfg, stop)).await;
+}
+
+/// The rest of the connection, in hyper's hands.
+async fn serve_hyper(
+    io: fast_path::Prefixed<HeadGuard<TcpStream>>,
+    ctx: Arc<ConnCtx>,
+    cfg: Arc<Config>,
+    mut stop: watch::Receiver<bool>,
+) {
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
         let ctx = svc_ctx.clone();
@@ -218,17 +241,6 @@ async fn serve(
             }
         }
     });
-    let timeouts = Timeouts {
-        header: cfg.header_timeout,
-        body: cfg.body_timeout,
-        send: cfg.send_timeout,
-    };
-    let guard = HeadGuard::new(stream, cfg.max_head_size, timeouts);
-    // Cached static answers first (kHTTPd's in-kernel path); anything else makes hyper take over.
-    let io = match fast_path::serve(guard, &ctx, &mut stop).await {
-        Next::Closed => return,
-        Next::HandOff(io) => io,
-    };
     // hyper may answer in several writes (head, then a streamed body): don't let Nagle hold them.
     io.nodelay();
     // Upgrades (WebSocket) are tunnelled to the backend after its 101.
