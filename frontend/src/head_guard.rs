@@ -283,39 +283,75 @@ impl Scanner {
         } else {
             Some(0)
         };
+        // Where the current head's bytes not yet in `self.head` start, while reading a head.
+        let mut in_head_from: Option<usize> = None;
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
             match self.state {
                 State::Aside => return,
                 State::Head => {
-                    if self.head.is_empty() && (b == b'\r' || b == b'\n') {
+                    // The head's bytes in this read start at `from`; only what a read leaves
+                    // unfinished is copied into `self.head`. A head that arrives whole (nearly all
+                    // of them) is judged where it lies.
+                    let from = *in_head_from.get_or_insert(i);
+                    let have = self.head.len() + (i - from);
+                    if have == 0 && (b == b'\r' || b == b'\n') {
                         // Empty lines before a request line are tolerated (RFC 9112 §2.2).
                         head_start = Some(i + 1);
+                        in_head_from = None;
                         i += 1;
                         continue;
                     }
-                    if b == b'\n' && self.prev != b'\r' {
-                        return self.poison(bytes, head_start.unwrap_or(i));
-                    }
-                    self.head.push(b);
-                    if self.head.len() > self.max_head {
-                        // hyper answers 431 on its own.
+                    // A line at a time: only line ends need a decision.
+                    let rest = &bytes[i..];
+                    let Some(lf) = memchr::memchr(b'\n', rest) else {
+                        if have + rest.len() > self.max_head {
+                            // hyper answers 431 on its own.
+                            self.state = State::Aside;
+                            return;
+                        }
+                        self.prev = rest[rest.len() - 1];
+                        self.head.extend_from_slice(&bytes[from..]);
+                        return;
+                    };
+                    // The same order of checks as byte by byte: the line's length, then a bare
+                    // LF, then the length with the LF.
+                    if have + lf > self.max_head {
                         self.state = State::Aside;
                         return;
                     }
-                    if self.head.ends_with(b"\r\n\r\n") {
-                        self.heads_done += 1;
-                        match self.after_head() {
-                            Ok(State::Head) => {
-                                self.state = State::Head;
-                                head_start = Some(i + 1);
-                            }
-                            Ok(next) => self.state = next,
-                            Err(()) => return self.poison(bytes, head_start.unwrap_or(i)),
-                        }
-                        self.head.clear();
+                    let before_lf = if lf > 0 { rest[lf - 1] } else { self.prev };
+                    if before_lf != b'\r' {
+                        return self.poison(bytes, head_start.unwrap_or(i + lf));
                     }
+                    if have + lf + 1 > self.max_head {
+                        self.state = State::Aside;
+                        return;
+                    }
+                    self.prev = b'\n';
+                    i += lf + 1;
+                    if !ends_head(&self.head, &bytes[from..i]) {
+                        continue;
+                    }
+                    self.heads_done += 1;
+                    in_head_from = None;
+                    let verdict = if self.head.is_empty() {
+                        after_head(&bytes[from..i])
+                    } else {
+                        self.head.extend_from_slice(&bytes[from..i]);
+                        after_head(&self.head)
+                    };
+                    self.head.clear();
+                    match verdict {
+                        Ok(State::Head) => head_start = Some(i),
+                        Ok(next) => {
+                            self.chunk_size = 0;
+                            self.state = next;
+                        }
+                        Err(()) => return self.poison(bytes, head_start.unwrap_or(i - 1)),
+                    }
+                    continue;
                 }
                 State::Body(n) => {
                     let take = n.min((bytes.len() - i) as u64);
@@ -406,6 +442,10 @@ impl Scanner {
             self.prev = b;
             i += 1;
         }
+        // A read that ended right after a line of an unfinished head.
+        if let Some(from) = in_head_from {
+            self.head.extend_from_slice(&bytes[from..]);
+        }
     }
 
     fn poison(&mut self, bytes: &mut [u8], at: usize) {
@@ -414,66 +454,88 @@ impl Scanner {
         }
         self.state = State::Aside;
     }
+}
 
-    /// Decides the framing of the body after a complete head. Err: poison (ambiguous framing).
-    fn after_head(&mut self) -> Result<State, ()> {
-        // Most heads name none of the fields that decide framing: skip parsing those.
-        if self.head.is_ascii() && !mentions_framing(&self.head) {
-            return Ok(if self.head.starts_with(b"CONNECT ") {
-                State::Aside
-            } else {
-                State::Head
-            });
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&self.head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            // hyper will refuse the same bytes with its own 400 or 431.
-            _ => return Ok(State::Aside),
-        }
-        let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let mut upgrade = req.method == Some("CONNECT");
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                let v = std::str::from_utf8(h.value).map_err(|_| ())?.trim();
-                if !v.bytes().all(|c| c.is_ascii_digit()) || v.is_empty() || length.is_some() {
-                    return Err(());
-                }
-                length = Some(v.parse().map_err(|_| ())?);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err(());
-                }
-                chunked = true;
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
+/// Decides the framing of the body after a complete head. Err: poison (ambiguous framing).
+fn after_head(head: &[u8]) -> Result<State, ()> {
+    // Most heads name none of the fields that decide framing: skip parsing those.
+    if head.is_ascii() && !mentions_framing(head) {
+        return Ok(if head.starts_with(b"CONNECT ") {
+            State::Aside
+        } else {
+            State::Head
+        });
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // hyper will refuse the same bytes with its own 400 or 431.
+        _ => return Ok(State::Aside),
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut upgrade = req.method == Some("CONNECT");
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).map_err(|_| ())?.trim();
+            if !v.bytes().all(|c| c.is_ascii_digit()) || v.is_empty() || length.is_some() {
+                return Err(());
             }
-        }
-        if upgrade {
-            return Ok(State::Aside);
-        }
-        match (length, chunked) {
-            (Some(_), true) => Err(()),
-            (_, true) => {
-                self.chunk_size = 0;
-                Ok(State::ChunkSize { digits: 0 })
+            length = Some(v.parse().map_err(|_| ())?);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(());
             }
-            (Some(0) | None, false) => Ok(State::Head),
-            (Some(n), false) => Ok(State::Body(n)),
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
         }
+    }
+    if upgrade {
+        return Ok(State::Aside);
+    }
+    match (length, chunked) {
+        (Some(_), true) => Err(()),
+        (_, true) => Ok(State::ChunkSize { digits: 0 }),
+        (Some(0) | None, false) => Ok(State::Head),
+        (Some(n), false) => Ok(State::Body(n)),
     }
 }
 
+/// Whether the head read so far (`kept` then `line`, which ends with CRLF) ends with an empty line.
+fn ends_head(kept: &[u8], line: &[u8]) -> bool {
+    if line.len() >= 4 {
+        return line.ends_with(b"\r\n\r\n");
+    }
+    let need = 4 - line.len();
+    kept.len() >= need && kept[kept.len() - need..].iter().chain(line).eq(b"\r\n\r\n")
+}
+
 /// Whether a head may carry Content-Length, Transfer-Encoding or Upgrade (case-insensitively).
+/// Runs on every head, so it finds lines with memchr and compares a name only when its length fits.
 fn mentions_framing(head: &[u8]) -> bool {
-    head.split(|b| *b == b'\n').skip(1).any(|line| {
-        let name = line.split(|b| *b == b':').next().unwrap_or(b"");
-        [&b"content-length"[..], b"transfer-encoding", b"upgrade"]
-            .iter()
-            .any(|f| name.trim_ascii().eq_ignore_ascii_case(f))
-    })
+    let mut start = match memchr::memchr(b'\n', head) {
+        Some(lf) => lf + 1,
+        None => return false,
+    };
+    while start < head.len() {
+        let end = memchr::memchr(b'\n', &head[start..]).map_or(head.len(), |lf| start + lf);
+        let line = &head[start..end];
+        let name = memchr::memchr(b':', line).map_or(line, |colon| &line[..colon]);
+        let name = name.trim_ascii();
+        let framing = match name.len() {
+            14 => name.eq_ignore_ascii_case(b"content-length"),
+            17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+            7 => name.eq_ignore_ascii_case(b"upgrade"),
+            _ => false,
+        };
+        if framing {
+            return true;
+        }
+        start = end + 1;
+    }
+    false
 }
 
 fn hex(b: u8) -> u8 {
@@ -576,6 +638,23 @@ mod tests {
     }
 
     #[test]
+    fn framing_fields_are_found_on_any_line_in_any_case() {
+        assert!(mentions_framing(
+            b"POST / HTTP/1.1\r\ncontent-LENGTH: 1\r\n\r\n"
+        ));
+        assert!(mentions_framing(
+            b"POST / HTTP/1.1\r\nHost: a\r\n Transfer-Encoding :chunked\r\n\r\n"
+        ));
+        assert!(mentions_framing(
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n"
+        ));
+        assert!(!mentions_framing(
+            b"GET /content-length HTTP/1.1\r\nHost: upgrade\r\nX-Upgrade: 1\r\n\r\n"
+        ));
+        assert!(!mentions_framing(b"GET / HTTP/1.1"));
+    }
+
+    #[test]
     fn upgrades_are_left_alone() {
         let mut s = Scanner::new(16384);
         let mut b = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello\n\n".to_vec();
@@ -591,6 +670,28 @@ mod tests {
             let mut s = Scanner::new(256);
             let mut d = data.clone();
             for c in d.chunks_mut(step) { s.feed(c); }
+        }
+
+        /// Whether a stream is poisoned, and whether the guard stands aside, does not depend on how
+        /// the reads cut it: heads and line ends split across reads are judged as in one read.
+        #[test]
+        fn verdict_is_independent_of_read_sizes(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                "GET / HTTP/1.1\r\n", "POST /p HTTP/1.1\r\n", "Host: a\r\n", "\r\n", "\r", "\n",
+                "Content-Length: 2\r\n", "Transfer-Encoding: chunked\r\n", "Upgrade: x\r\n",
+                "0\r\n", "3\r\nabc\r\n", "ab", "X: y\n", "X: y\r\n", "Content-Length: 1\r\n",
+            ]), 0..40),
+            step in 1usize..40,
+        ) {
+            let data: Vec<u8> = pieces.concat().into_bytes();
+            let verdict = |step: usize| {
+                let mut s = Scanner::new(128);
+                let mut d = data.clone();
+                for c in d.chunks_mut(step) { s.feed(c); }
+                (d.contains(&POISON), s.is_aside(), s.heads_done, s.phase())
+            };
+            proptest::prop_assert_eq!(verdict(1), verdict(step));
+            proptest::prop_assert_eq!(verdict(1), verdict(data.len().max(1)));
         }
     }
 }
