@@ -133,13 +133,21 @@ struct Answer {
 pub async fn serve(
     mut io: HeadGuard<TcpStream>,
     ctx: &ConnCtx,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
 ) -> Next<HeadGuard<TcpStream>> {
     let mut buf = BytesMut::with_capacity(2048);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut served = 0u64;
     let mut warmed = false;
     let mut nodelay = false;
+    // One keep-alive timer and one stop waiter for the whole connection, not one per read: making
+    // and dropping them per request took the timer wheel's and the watch's locks every time, while
+    // moving a registered timer later is a single atomic store.
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep(
+        ctx.shared.current.load().config.keepalive_timeout
+    ));
+    let mut stop_watch = stop.clone();
+    let mut stopped = std::pin::pin!(stop_watch.changed());
     loop {
         if buf.is_empty() && *stop.borrow() {
             return Next::Closed;
@@ -179,7 +187,9 @@ pub async fn serve(
             // Warm once per request; if that is still not enough, the full pipeline answers.
             Decision::Warm(_) if warmed => return hand_off(buf, io),
             Decision::Warm(miss) => {
-                warm(miss, ctx, &runtime).await;
+                // Boxed: filling the cache is rare and its state large; inline, every
+                // connection's task would carry it.
+                Box::pin(warm(miss, ctx, &runtime)).await;
                 warmed = true;
                 continue;
             }
@@ -190,10 +200,16 @@ pub async fn serve(
                     return hand_off(buf, io);
                 }
                 let idle = buf.is_empty() && served > 0;
+                if idle {
+                    idle_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + cfg.keepalive_timeout);
+                }
                 let read = tokio::select! {
+                    biased;
                     r = io.read_buf(&mut buf) => r,
-                    _ = tokio::time::sleep(cfg.keepalive_timeout), if idle => return Next::Closed,
-                    _ = stop.changed(), if buf.is_empty() => return Next::Closed,
+                    _ = &mut idle_timer, if idle => return Next::Closed,
+                    _ = &mut stopped, if buf.is_empty() => return Next::Closed,
                 };
                 match read {
                     Ok(0) | Err(_) => return Next::Closed,
@@ -418,16 +434,21 @@ fn answer(
         return None;
     }
     let cache = &ctx.shared.cache;
-    // From here on, what is missing can be filled in: remember what to warm.
-    *miss = Some(Miss {
-        target: target.to_owned(),
-        accept_encoding: f.accept_encoding.map(str::to_owned),
-    });
-    let verdict = cache.get_fresh(runtime.generation, target, Instant::now())?;
+    // From here on, what is missing can be filled in: remember what to warm. Built only on a miss,
+    // so a hit allocates nothing.
+    let remember = |miss: &mut Option<Miss>| {
+        *miss = Some(Miss {
+            target: target.to_owned(),
+            accept_encoding: f.accept_encoding.map(str::to_owned),
+        });
+        None
+    };
+    let Some(verdict) = cache.get_fresh(runtime.generation, target, started) else {
+        return remember(miss);
+    };
     let file = match &*verdict {
         Route::Static(file) if !f.selection => file,
         Route::Backend(reason) if ctx.session.as_ref().is_some_and(|s| s.can_relay()) => {
-            *miss = None;
             return Some(Outcome::Relay(RelayPlan {
                 consumed,
                 head_only,
@@ -437,20 +458,22 @@ fn answer(
                 log: log_record(ctx, head_only, target, &f, "backend"),
             }));
         }
-        _ => {
-            *miss = None;
-            return None;
-        }
+        _ => return None,
     };
     let key = FileKey::of(&file.meta);
-    let identity = cache.peek_identity(&key)?;
+    let Some(identity) = cache.peek_identity(&key) else {
+        return remember(miss);
+    };
     let cfg = &runtime.config;
     let rep = if compress::worth_compressing(
         file.mime.compressible,
         file.meta.len,
         cache.config().compress_min,
     ) {
-        cache.select_cached(&key, f.accept_encoding, &Encoding::COMPRESSED, &identity)?
+        match cache.select_cached(&key, f.accept_encoding, &Encoding::COMPRESSED, &identity) {
+            Some(rep) => rep,
+            None => return remember(miss),
+        }
     } else {
         identity
     };
@@ -469,7 +492,6 @@ fn answer(
         etag: rep.etag.to_str().ok()?,
         last_modified: file.meta.mtime,
     };
-    *miss = None;
     let not_modified = match conditional::evaluate(&conds, &validators, true) {
         Precondition::Proceed => false,
         Precondition::NotModified => true,
@@ -617,14 +639,15 @@ async fn writable(io: &HeadGuard<TcpStream>) -> io::Result<()> {
 /// full segments instead of sending it alone (nginx's tcp_nopush does the same with TCP_CORK).
 async fn send_more(io: &HeadGuard<TcpStream>, mut head: &[u8]) -> io::Result<()> {
     let stream = io.get_ref();
+    // Send first and wait only when the socket is full: waiting first would arm a send timer for
+    // every answer, though the socket nearly always has room.
     while !head.is_empty() {
-        writable(io).await?;
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
             socket2::SockRef::from(stream).send_with_flags(head, libc::MSG_MORE)
         });
         match sent {
             Ok(n) => head = &head[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(io).await?,
             Err(e) => return Err(e),
         }
     }
@@ -638,7 +661,6 @@ async fn send_file(io: &HeadGuard<TcpStream>, file: &File, len: u64) -> io::Resu
     let mut offset: i64 = 0;
     let end = i64::try_from(len).map_err(|_| io::Error::other("file too large"))?;
     while offset < end {
-        writable(io).await?;
         let want = (end - offset) as usize;
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
             nix::sys::sendfile::sendfile(stream, file, Some(&mut offset), want)
@@ -652,7 +674,7 @@ async fn send_file(io: &HeadGuard<TcpStream>, file: &File, len: u64) -> io::Resu
                 ))
             }
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(io).await?,
             Err(e) => return Err(e),
         }
     }

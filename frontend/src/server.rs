@@ -93,19 +93,22 @@ pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     stats: Arc<DaemonStats>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     // This daemon's backend connection pools, rebuilt when the backends change.
     let mut bridge: Option<Arc<Bridge>> = None;
     // Each connection holds a sender; when all are gone the daemon is drained (mini-redis's pattern).
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let listening = listener.local_addr().ok();
+    // One stop waiter for the loop, not one per accepted connection (each took the watch's lock).
+    let mut stop_watch = stop.clone();
+    let mut stopped = std::pin::pin!(stop_watch.changed());
     loop {
         if *stop.borrow() {
             break;
         }
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Settings changed at run time apply from the next connection on.
@@ -194,7 +197,7 @@ async fn serve(
     stream: TcpStream,
     ctx: Arc<ConnCtx>,
     cfg: Arc<Config>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _alive: (mpsc::Sender<()>, Slot),
 ) {
     let _conn = ctx.stats.enter(Stage::WaitForHeaders);
@@ -205,7 +208,7 @@ async fn serve(
     };
     let guard = HeadGuard::new(stream, cfg.max_head_size, timeouts);
     // Cached static answers first (kHTTPd's in-kernel path); anything else makes hyper take over.
-    let io = match fast_path::serve(guard, &ctx, &mut stop).await {
+    let io = match fast_path::serve(guard, &ctx, &stop).await {
         Next::Closed => return,
         Next::HandOff(io) => io,
     };
