@@ -223,7 +223,14 @@ pub async fn serve(
         let stage = ctx.stats.enter(Stage::DataSending);
         let sent = if answer.body.len() <= COPY_BODY {
             out.extend_from_slice(&answer.body);
-            io.write_all(&out).await
+            if answer.keep_alive {
+                io.write_all(&out).await
+            } else {
+                // The connection's last answer: held back (MSG_MORE) for the FIN that shutdown()
+                // adds below, so both leave in one segment, as nginx's corked answers do. Apart,
+                // they cost the client an extra segment each way.
+                send_more(&io, &out).await
+            }
         } else if let Some(file) = answer.file.as_ref().filter(|_| cfg.sendfile) {
             if !nodelay {
                 set_nodelay(&io);
@@ -252,8 +259,10 @@ pub async fn serve(
         if sent.is_err() {
             return Next::Closed;
         }
-        // Closing sends the FIN; no shutdown() call needed before it.
         if !answer.keep_alive {
+            // shutdown() sends what MSG_MORE held back, with the FIN, before close(): a close with
+            // unread request bytes would reset the connection and drop unsent data.
+            let _ = socket2::SockRef::from(io.get_ref()).shutdown(std::net::Shutdown::Write);
             return Next::Closed;
         }
         if !nodelay {
