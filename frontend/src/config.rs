@@ -189,6 +189,14 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_BACKLOG", default_value_t = 1024)]
     pub backlog: i32,
 
+    /// Seconds the kernel may hold a new connection that has sent nothing yet before handing it to
+    /// a main daemon (TCP_DEFER_ACCEPT, as Apache's `AcceptFilter http data` and nginx's `listen
+    /// ... deferred`); 0 = hand every connection over at once. The daemon then wakes once per
+    /// connection, when its request arrives, instead of twice.
+    #[arg(long, env = "KHTTPD_DEFER_ACCEPT", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub defer_accept: u32,
+
     /// TOML configuration file with the same keys as these flags (`port = 80`, `backend =
     /// ["127.0.0.1:8080"]`); flags and environment variables override it; `khttpd-ctl reload` re-reads it.
     #[arg(long, env = "KHTTPD_CONFIG")]
@@ -348,6 +356,8 @@ pub struct Config {
     pub grace: Duration,
     /// Listen backlog.
     pub backlog: i32,
+    /// TCP_DEFER_ACCEPT seconds of the listeners; 0 = off.
+    pub defer_accept: u32,
     /// Most open connections.
     pub maxconnect: usize,
     /// How requests reach the backends.
@@ -487,6 +497,7 @@ impl TryFrom<Args> for Config {
             sendfile: a.sendfile,
             grace: Duration::from_secs_f64(a.grace),
             backlog: a.backlog.max(16),
+            defer_accept: a.defer_accept,
             maxconnect: a.maxconnect.max(1),
             access_log: a
                 .access_log

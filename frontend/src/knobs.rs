@@ -49,6 +49,7 @@ pub const KNOBS: &[(&str, &str, bool)] = &[
     ("bind", "bind", false),
     ("threads", "threads", false),
     ("backlog", "backlog", false),
+    ("defer_accept", "defer_accept", false),
     ("max_head_size", "max_head_size", false),
     ("cache_size", "cache_size", false),
     ("cache_max_file", "cache_max_file", false),

@@ -138,6 +138,42 @@ fn maxconnect_turns_extra_connections_away_at_once() {
     assert_eq!(b.request("GET", "/style.css", &[], b"").status, 200);
 }
 
+/// Open connections as the server counts them (`khttpd-ctl status`).
+fn open_connections(f: &Front) -> u64 {
+    let (code, out, err) = f.ctl(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["connections"].as_u64().unwrap()
+}
+
+#[test]
+fn a_silent_connection_waits_in_the_kernel_until_its_request_starts() {
+    let site = Site::new();
+    let f = start(&site, &[]);
+    let mut c = Conn::open(f.addr);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        open_connections(&f),
+        0,
+        "a connection that sent nothing is not handed over yet (TCP_DEFER_ACCEPT)"
+    );
+    c.send(b"GET /alphabet.txt HTTP/1.1\r\n");
+    let counted = khttpd_tests::wait_until(Duration::from_secs(3), || {
+        (open_connections(&f) == 1).then_some(())
+    });
+    assert!(counted.is_some(), "its first bytes bring it in");
+    c.send(b"Host: a\r\n\r\n");
+    assert_eq!(c.read_response(false).status, 200);
+
+    // --defer-accept 0: every connection is taken at once, as before.
+    let g = start(&site, &["--defer-accept", "0"]);
+    let _silent = TcpStream::connect(g.addr).unwrap();
+    let counted = khttpd_tests::wait_until(Duration::from_secs(3), || {
+        (open_connections(&g) == 1).then_some(())
+    });
+    assert!(counted.is_some(), "taken at once with --defer-accept 0");
+}
+
 #[test]
 fn running_out_of_descriptors_backs_off_instead_of_spinning() {
     // A hard limit of 48 descriptors: the server cannot raise it, and accept() hits EMFILE.
@@ -190,9 +226,14 @@ fn running_out_of_descriptors_backs_off_instead_of_spinning() {
             .collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
-    // Far more connections than descriptors.
+    // Far more connections than descriptors. Each sends a first byte, so the kernel hands it over
+    // at once rather than holding it back (TCP_DEFER_ACCEPT).
     let hogs: Vec<TcpStream> = (0..80)
-        .filter_map(|_| TcpStream::connect(addr).ok())
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(addr).ok()?;
+            s.write_all(b"G").ok()?;
+            Some(s)
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let before = cpu(child.id());
