@@ -14,6 +14,10 @@ use clap::Parser;
 /// Exit status for a bad command line or configuration (EX_USAGE from sysexits.h).
 pub const EX_USAGE: i32 = 64;
 
+/// Requests in flight per backend and core when `--backend-max-conns` is 0. Measured with the
+/// bench's Apache + mod_php on one core: 8 to 16 at once served 18-22% more than 64 (BENCHMARKS.md).
+pub const BACKEND_CONNS_PER_CORE: usize = 8;
+
 /// khttpd-front: serves static files itself and hands everything dynamic or unknown to a backend.
 #[derive(Debug, Clone, Parser, serde::Serialize)]
 #[command(name = "khttpd-front", version, about, long_about = None, args_override_self = true)]
@@ -40,8 +44,10 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_BACKEND_TIMEOUT", default_value_t = 60.0, value_parser = parse_secs)]
     pub backend_timeout: f64,
 
-    /// Requests in flight per backend over all main daemons; more wait in a queue.
-    #[arg(long, env = "KHTTPD_BACKEND_MAX_CONNS", default_value_t = 64)]
+    /// Requests in flight per backend over all main daemons; more wait in a queue. 0 = eight per
+    /// core: a PHP backend is mostly busy on the CPU, and Apache with a few requests at once
+    /// serves more than with many (fewer processes to switch between), so they wait here instead.
+    #[arg(long, env = "KHTTPD_BACKEND_MAX_CONNS", default_value_t = 0)]
     pub backend_max_conns: usize,
 
     /// Seconds a request waits in a backend's queue before it is answered 503 with Retry-After.
@@ -423,11 +429,8 @@ impl TryFrom<Args> for Config {
         if a.max_ranges == 0 {
             return Err(ConfigError("--max-ranges must be at least 1".into()));
         }
-        let threads = if a.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            a.threads
-        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if a.threads == 0 { cores } else { a.threads };
         if threads > 1024 {
             return Err(ConfigError("--threads must be at most 1024".into()));
         }
@@ -465,7 +468,11 @@ impl TryFrom<Args> for Config {
         let bridge = khttpd_bridge::BridgeConfig {
             backends: backends.clone(),
             timeout: Duration::from_secs_f64(a.backend_timeout),
-            max_conns: a.backend_max_conns.max(1),
+            max_conns: if a.backend_max_conns == 0 {
+                BACKEND_CONNS_PER_CORE * cores
+            } else {
+                a.backend_max_conns
+            },
             queue_timeout: Duration::from_secs_f64(a.backend_queue_timeout),
             idle_timeout: Duration::from_secs_f64(a.backend_idle_timeout),
             fail_cooldown: Duration::from_secs_f64(a.backend_cooldown),
