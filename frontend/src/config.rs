@@ -195,13 +195,14 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_BACKLOG", default_value_t = 1024)]
     pub backlog: i32,
 
-    /// Seconds the kernel may hold a new connection that has sent nothing yet before handing it to
-    /// a main daemon (TCP_DEFER_ACCEPT, as Apache's `AcceptFilter http data` and nginx's `listen
-    /// ... deferred`); 0 = hand every connection over at once. The daemon then wakes once per
-    /// connection, when its request arrives, instead of twice.
-    #[arg(long, env = "KHTTPD_DEFER_ACCEPT", default_value_t = 20,
-          value_parser = clap::value_parser!(u32).range(0..=3600))]
-    pub defer_accept: u32,
+    /// Let the kernel hold a new connection until its first bytes arrive, for at most the header
+    /// timeout (TCP_DEFER_ACCEPT, as Apache's `AcceptFilter http data` and nginx's `listen ...
+    /// deferred`): a main daemon then wakes once per connection, when its request is there to
+    /// read, instead of twice. A client that connects and sends nothing is closed after about two
+    /// header timeouts instead of one, and waits in the kernel meanwhile, not in maxconnect.
+    #[arg(long, env = "KHTTPD_DEFER_ACCEPT", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
+    pub defer_accept: bool,
 
     /// TOML configuration file with the same keys as these flags (`port = 80`, `backend =
     /// ["127.0.0.1:8080"]`); flags and environment variables override it; `khttpd-ctl reload` re-reads it.
@@ -362,8 +363,8 @@ pub struct Config {
     pub grace: Duration,
     /// Listen backlog.
     pub backlog: i32,
-    /// TCP_DEFER_ACCEPT seconds of the listeners; 0 = off.
-    pub defer_accept: u32,
+    /// TCP_DEFER_ACCEPT on the listeners, for the header timeout.
+    pub defer_accept: bool,
     /// Most open connections.
     pub maxconnect: usize,
     /// How requests reach the backends.

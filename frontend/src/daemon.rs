@@ -48,7 +48,14 @@ pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>, BindError> {
     }
     let mut out = Vec::with_capacity(cfg.threads);
     for _ in 0..cfg.threads {
-        let l = bind_one(addr, cfg.backlog, cfg.defer_accept).map_err(|e| match e.kind() {
+        // Connections that sent nothing are held for the header timeout, as nginx's `deferred` does
+        // with client_header_timeout: by then the daemon would have closed them anyway.
+        let defer = if cfg.defer_accept {
+            cfg.header_timeout.as_secs_f64().ceil() as u32
+        } else {
+            0
+        };
+        let l = bind_one(addr, cfg.backlog, defer).map_err(|e| match e.kind() {
             io::ErrorKind::PermissionDenied => BindError::Privileged(addr),
             _ => BindError::Other(addr, e),
         })?;
@@ -71,12 +78,11 @@ fn bind_one(addr: SocketAddr, backlog: i32, defer_accept: u32) -> io::Result<Tcp
     Ok(s.into())
 }
 
-/// TCP_DEFER_ACCEPT: the kernel queues a connection for accept() only once its first data has
-/// arrived (or `secs` have passed). A main daemon then wakes once per connection, when the request
-/// is there to read, instead of once for the handshake and again for the request; the wake-up of
-/// a sleeping daemon is paid for on the client's side of a loopback or local network, so this
-/// is where short connections (`Connection: close`) gain. Clients that connect and send nothing
-/// wait in the kernel, not in maxconnect.
+/// TCP_DEFER_ACCEPT (0 = off): the kernel queues a connection for accept() only once its first
+/// data has arrived, or `secs` have passed. A main daemon then wakes once per connection, when the
+/// request is there to read, instead of once for the handshake and again for the request. On
+/// loopback the wake-up of a sleeping daemon is paid on the client's CPU, which is why short
+/// connections (`Connection: close`) gain.
 #[allow(unsafe_code)]
 fn set_defer_accept(s: &Socket, secs: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;

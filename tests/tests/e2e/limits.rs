@@ -165,13 +165,13 @@ fn a_silent_connection_waits_in_the_kernel_until_its_request_starts() {
     c.send(b"Host: a\r\n\r\n");
     assert_eq!(c.read_response(false).status, 200);
 
-    // --defer-accept 0: every connection is taken at once, as before.
-    let g = start(&site, &["--defer-accept", "0"]);
+    // --defer-accept off: every connection is taken at once.
+    let g = start(&site, &["--defer-accept", "off"]);
     let _silent = TcpStream::connect(g.addr).unwrap();
     let counted = khttpd_tests::wait_until(Duration::from_secs(3), || {
         (open_connections(&g) == 1).then_some(())
     });
-    assert!(counted.is_some(), "taken at once with --defer-accept 0");
+    assert!(counted.is_some(), "taken at once with --defer-accept off");
 }
 
 #[test]

@@ -199,7 +199,8 @@ fn header_timeout_closes_slow_clients_while_others_are_served() {
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
-    // An idle connection that never sent a byte is closed too.
+    // An idle connection that never sent a byte is closed too, after about two header timeouts:
+    // one held in the kernel (TCP_DEFER_ACCEPT), one in the main daemon.
     let mut idle = TcpStream::connect(f.addr).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
