@@ -6,7 +6,8 @@
 Reads WORKDIR/scenarios.tsv (name, description, target), WORKDIR/raw.tsv (one wrk run a line:
 scenario, round, server, req/s, transfer/s, socket errors, non-2xx/3xx, CPU0 %, CPU1 %),
 WORKDIR/meta.tsv (key, value) and WORKDIR/memory-*.json, and prints the report: the main table
-(median req/s per server over the rounds, their ratio, the target and whether it is met), the
+(median req/s per server over the rounds, the median of the rounds' ratios, how many rounds the
+front won, the target and whether it is met), the
 memory figures, then every round's raw numbers with the CPU use of both cores, so a reader can
 see whether the server core (CPU 0) was saturated and the load generator (CPU 1) was not.
 """
@@ -79,8 +80,8 @@ def main():
         out.append(note)
     out.append("")
     if scenarios:
-        out.append("| scenario | khttpd-front req/s | nginx req/s | ratio | target | met? |")
-        out.append("|---|---:|---:|---:|---:|:---:|")
+        out.append("| scenario | khttpd-front req/s | nginx req/s | ratio | rounds won | target | met? |")
+        out.append("|---|---:|---:|---:|---:|---:|:---:|")
     footnote = False
     cpu_rows = []
     for name, desc, target in scenarios:
@@ -113,19 +114,28 @@ def main():
         cpu_rows.append((desc, cpu_us, cpu1))
         if med["front"] is None and med["nginx"] is None:
             continue
-        ratio = med["front"] / med["nginx"] if med["front"] and med["nginx"] else None
+        # The ratio pairs the two runs of each round, which ran back to back: the machine's speed
+        # drifts between rounds on a shared VM, and a quotient of two medians taken from different
+        # rounds can then say 0.97 for a row the front won in four rounds of five.
+        pairs = [by_round[r]["front"][0] / by_round[r]["nginx"][0]
+                 for r in use if r in complete and by_round[r]["nginx"][0] > 0]
+        ratio = statistics.median(pairs) if pairs else None
+        won = "%d/%d" % (sum(1 for x in pairs if x >= 1.0), len(pairs)) if pairs else "—"
         if target in ("", "-"):
             tgt, met = "—", ""
         else:
             tgt = "≥ %s" % target
             met = "" if ratio is None else ("yes" if ratio >= float(target) else "**no**")
-        out.append("| %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             desc, fmt_rps(med["front"]), fmt_rps(med["nginx"]),
-            "—" if ratio is None else "%.2f%s" % (ratio, mark), tgt, met))
+            "—" if ratio is None else "%.2f%s" % (ratio, mark), won, tgt, met))
     if scenarios:
         out.append("")
         out.append("Each figure is the median over the rounds in which neither server's run was "
-                   "disturbed (other processes at most %d%% of a CPU, steal at most %d%%)%s." % (
+                   "disturbed (other processes at most %d%% of a CPU, steal at most %d%%)%s. The "
+                   "ratio is the median of each such round's khttpd-front/nginx quotient (the two "
+                   "runs of a round ran back to back), so it can differ from the quotient of the "
+                   "two medians; rounds won counts the rounds whose quotient is at least 1." % (
                        OTHER_LIMIT, STEAL_LIMIT,
                        "; ¹ no round was undisturbed, so all rounds count" if footnote else ""))
         out.append("")
