@@ -8,7 +8,7 @@
 </head>
 <body>
 <h1>PHP demo</h1>
-<p>This page was produced by PHP <?php echo htmlspecialchars(PHP_VERSION, ENT_QUOTES, 'UTF-8'); ?>
+<p>This page was produced by PHP <?php echo htmlspecialchars(PHP_VERSION, ENT_QUOTES, 'UTF-8'), "\n"; ?>
 behind Apache; khttpd-front only relayed it.</p>
 <form method="post" action="demo2.php">
   <label for="name">Your name</label>

@@ -15,6 +15,7 @@ pub mod bins;
 pub mod front;
 pub mod http;
 pub mod process;
+pub mod readme;
 
 pub use bins::binary;
 

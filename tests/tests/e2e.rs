@@ -23,6 +23,8 @@ mod docker;
 mod limits;
 #[path = "e2e/logging.rs"]
 mod logging;
+#[path = "e2e/readme.rs"]
+mod readme;
 #[path = "e2e/site.rs"]
 mod site;
 #[path = "e2e/static_files.rs"]
