@@ -1,6 +1,7 @@
 //! The `khttpd-front` binary: the command line and config file into a validated configuration, then
 //! the management daemon ([`khttpd_front::manager`]) does the rest.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use khttpd_front::config::EX_USAGE;
@@ -25,8 +26,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE as u8);
         }
     };
+    // Colour only for a person at a terminal: journald and `docker logs` would show the escape codes.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KHTTPD_LOG")
                 .unwrap_or_else(|_| "info".into()),

@@ -163,3 +163,19 @@ fn user_drops_privileges_after_binding() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(http::get(f.refresh_addr(), "/alphabet.txt").status, 200);
 }
+
+/// journald and `docker logs` read diagnostics from a pipe or file: no colour escape codes there, even
+/// when NO_COLOR is unset (issue 17).
+#[test]
+fn diagnostics_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let site = Site::new();
+    let root = site.root.to_str().unwrap();
+    let f = Front::try_start_with_env(&["--root", root], &[("NO_COLOR", "")])
+        .unwrap_or_else(|(code, err)| panic!("did not start ({code:?}): {err}"));
+    let stderr = khttpd_tests::wait_until(Duration::from_secs(5), || {
+        let text = f.stderr();
+        text.contains("main daemons started").then_some(text)
+    })
+    .expect("the start is logged");
+    assert!(!stderr.contains('\u{1b}'), "escape codes in:\n{stderr:?}");
+}
