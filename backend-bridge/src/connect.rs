@@ -12,8 +12,38 @@ use tokio::net::TcpStream;
 use crate::body::ProxyBody;
 use crate::error::{BridgeError, Phase};
 
-/// The sending half of a backend connection.
-pub(crate) type Sender = http1::SendRequest<ProxyBody>;
+/// The sending half of a backend connection, with a second descriptor of its socket so the pool can
+/// look for bytes the backend sent unasked (hyper owns the socket itself).
+pub(crate) struct Sender {
+    inner: http1::SendRequest<ProxyBody>,
+    socket: socket2::Socket,
+}
+
+impl std::ops::Deref for Sender {
+    type Target = http1::SendRequest<ProxyBody>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Sender {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl Sender {
+    /// Whether the socket is quiet: open, and nothing pending that no request asked for.
+    pub(crate) fn quiet(&self) -> bool {
+        crate::pool::socket_is_quiet(&self.socket)
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
 
 /// Connects to `addr`, writes `preface` (a PROXY header) and performs the handshake, all
 /// within `timeout`.
@@ -41,7 +71,13 @@ pub(crate) async fn open_stream(
 
 async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, BridgeError> {
     let stream = stream(addr, preface).await?;
-    let (sender, conn) = http1::Builder::new()
+    // A dup of the descriptor shares the socket (and its O_NONBLOCK), costing one descriptor per
+    // backend connection; it is closed with the Sender.
+    let socket = std::os::fd::AsFd::as_fd(&stream)
+        .try_clone_to_owned()
+        .map(socket2::Socket::from)
+        .map_err(|e| BridgeError::Internal(e.into()))?;
+    let (inner, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| BridgeError::Internal(e.into()))?;
@@ -51,7 +87,7 @@ async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, Br
             tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Sender { inner, socket })
 }
 
 /// TCP to `addr` with `TCP_NODELAY`, and the PROXY header if any.

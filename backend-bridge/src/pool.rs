@@ -15,8 +15,17 @@ pub(crate) trait Reusable {
 
 impl Reusable for Sender {
     fn alive(&self) -> bool {
-        !self.is_closed() && self.is_ready()
+        !self.is_closed() && self.is_ready() && self.quiet()
     }
+}
+
+/// Whether an idle backend socket is open with nothing to read: one `recv(MSG_PEEK)`. Bytes on an
+/// idle connection are an answer to no request (a PHP script that wrote past its own
+/// `Content-Length`, say); reused, they would be taken as the next client's answer. tokio's cached
+/// readiness is not enough here: it lags until the reactor runs, so the kernel is asked.
+pub(crate) fn socket_is_quiet(socket: &socket2::Socket) -> bool {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// An idle connection and since when it is idle.
@@ -27,8 +36,10 @@ struct Idle<C> {
 }
 
 impl<C: Reusable> Idle<C> {
-    fn usable(&self, idle_timeout: Duration) -> bool {
-        self.since.elapsed() < idle_timeout && self.conn.alive()
+    /// Not idle past the timeout. Liveness costs a system call, so it is checked only on the one
+    /// connection taken, not on every one swept.
+    fn fresh(&self, idle_timeout: Duration) -> bool {
+        self.since.elapsed() < idle_timeout
     }
 }
 
@@ -62,14 +73,28 @@ impl<C: Reusable> Pool<C> {
     /// dropped on the way: a connection idle longer than the timeout is never used.
     pub(crate) fn take(&self, i: usize) -> Option<C> {
         let mut idle = self.idle[i].lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|c| c.usable(self.idle_timeout));
-        idle.pop().map(|c| c.conn)
+        idle.retain(|c| c.fresh(self.idle_timeout));
+        // A closed one, or one with bytes nobody asked for, is dropped for the next.
+        while let Some(c) = idle.pop() {
+            if c.conn.alive() {
+                return Some(c.conn);
+            }
+        }
+        None
     }
 
-    /// Parks a connection whose last exchange completed.
+    /// Parks a connection whose last exchange completed, unless something is already pending on
+    /// it (then it is closed and counted in `discarded`).
     pub(crate) fn put(&self, i: usize, conn: C, backend: &Arc<Backend>) {
+        if !conn.alive() {
+            backend
+                .counters
+                .discarded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
         let mut idle = self.idle[i].lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|c| c.usable(self.idle_timeout));
+        idle.retain(|c| c.fresh(self.idle_timeout));
         if idle.len() >= self.max_idle {
             // The oldest goes: it is the nearest to its idle timeout.
             idle.remove(0);

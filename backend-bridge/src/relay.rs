@@ -82,10 +82,7 @@ impl RawConn {
 
 impl Reusable for RawConn {
     fn alive(&self) -> bool {
-        // tokio caches readiness, so this costs no system call unless the socket turned readable,
-        // which on an idle connection means the backend closed it or sent something unasked.
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.buf.is_empty() && crate::pool::socket_is_quiet(&socket2::SockRef::from(&self.stream))
     }
 }
 
@@ -181,7 +178,18 @@ pub(crate) fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<ResponseH
     Ok(Some(ResponseHead {
         len,
         status,
-        reason: at(resp.reason.unwrap_or("").as_bytes()),
+        // httparse gives a static "" for a missing reason or one with bytes outside UTF-8 (PHP's
+        // `header("HTTP/1.1 499 caf\xe9")`): no range of `buf`, so no reason is passed on.
+        reason: resp
+            .reason
+            .map(str::as_bytes)
+            .filter(|r| {
+                let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
+                !r.is_empty()
+                    && r.as_ptr() as usize >= start
+                    && r.as_ptr() as usize + r.len() <= end
+            })
+            .map_or(0..0, at),
         fields,
         framing,
         content_length,
@@ -784,6 +792,26 @@ mod tests {
         assert_eq!(names, ["Content-Type", "Set-Cookie", "Set-Cookie"]);
         assert_eq!(&raw[h.reason.clone()], "Fine");
         assert_eq!(h.len, raw.len());
+    }
+
+    /// Issue 14: any three-digit status, with a reason missing, empty or outside UTF-8, parses
+    /// (it panicked when the relay sliced the buffer at a reason that was not in it).
+    #[test]
+    fn odd_statuses_and_reasons_parse_without_a_reason_range_outside_the_buffer() {
+        for raw in [
+            &b"HTTP/1.1 599\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 599 \r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 499 caf\xe9\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 299 \xff\xfe odd\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 700 Whatever\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let h = parse_head(raw, false)
+                .unwrap_or_else(|e| panic!("{e}: {raw:?}"))
+                .expect("a complete head");
+            assert!(h.reason.end <= raw.len(), "{raw:?}");
+            let reason = &raw[h.reason.clone()];
+            assert!(reason.is_empty() || raw.windows(reason.len()).any(|w| w == reason));
+        }
     }
 
     fn scan_all(body: &[u8], step: usize) -> Result<Option<(usize, u64)>, &'static str> {

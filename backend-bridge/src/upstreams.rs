@@ -44,6 +44,7 @@ pub(crate) struct Counters {
     pub(crate) bad_responses: AtomicU64,
     pub(crate) queue_full: AtomicU64,
     pub(crate) idle_pooled: AtomicU64,
+    pub(crate) discarded: AtomicU64,
 }
 
 /// One backend's counters, for the status command.
@@ -72,6 +73,9 @@ pub struct BackendStats {
     /// Idle keep-alive connections to it parked in the daemons' pools (an expired one counts
     /// until its daemon next takes from or parks into that pool).
     pub idle_pooled: u64,
+    /// Connections closed instead of parked because the backend had sent more than its answer
+    /// (or closed it) when the answer ended: never reused, so no client gets those bytes.
+    pub discarded: u64,
 }
 
 /// A request's claim on one backend slot; frees it and the in-flight count when dropped.
@@ -156,6 +160,7 @@ impl Upstreams {
                     bad_responses: get(&c.bad_responses),
                     queue_full: get(&c.queue_full),
                     idle_pooled: get(&c.idle_pooled),
+                    discarded: get(&c.discarded),
                 }
             })
             .collect()

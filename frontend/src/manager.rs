@@ -375,7 +375,7 @@ impl Manager {
                     "backend": b.addr.to_string(), "healthy": b.healthy, "requests": b.requests,
                     "in_flight": b.in_flight, "retries": b.retries, "refused": b.refused, "reset": b.reset,
                     "timeouts": b.timeouts, "bad_responses": b.bad_responses, "queue_full": b.queue_full,
-                    "idle_pooled": b.idle_pooled,
+                    "idle_pooled": b.idle_pooled, "discarded": b.discarded,
                 })).collect::<Vec<_>>(),
             "cache": cache,
             "access_log": {

@@ -44,6 +44,20 @@ fn docroot() -> TempDir {
              'HTTP_VIA', 'HTTP_EXPECT', 'HTTP_KEEP_ALIVE', 'HTTP_X_HOP'] as $k) {\n\
              echo $k, '=', $_SERVER[$k] ?? '-', \"\\n\"; }\n",
         ),
+        // Issue 14: statuses outside the standard list, reasons missing or outside UTF-8.
+        (
+            "odd.php",
+            "<?php header(\"HTTP/1.1 499 caf\\xe9\"); echo \"odd\\n\";\n",
+        ),
+        ("bare.php", "<?php header('HTTP/1.1 599'); echo \"bare\\n\";\n"),
+        // Issue 16: an answer longer than its own Content-Length, the rest written later: a forged
+        // answer waiting on the connection for whoever uses it next.
+        (
+            "poison.php",
+            "<?php header('Content-Length: 5'); echo 'hello'; ob_flush(); flush();\n\
+             usleep((int) ($_GET['us'] ?? 0));\n\
+             echo \"HTTP/1.1 200 OK\\r\\nContent-Length: 6\\r\\nSet-Cookie: session=ATTACKER\\r\\n\\r\\nforged\";\n",
+        ),
     ];
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
@@ -340,7 +354,66 @@ async fn http10_request_without_host_gets_the_front_address_as_host() {
     .await;
 }
 
+async fn odd_statuses_and_reasons_reach_the_client(path: Path) {
+    let www = docroot();
+    let apache = apache(&www, ApacheOptions::default()).await;
+    let front = Front::start_on(path, config(apache.addr)).await;
+    let mut client = Client::connect(front.addr).await;
+    let mut direct = Client::connect(apache.addr).await;
+    for (page, body) in [("/odd.php", "odd\n"), ("/bare.php", "bare\n")] {
+        // Whatever Apache makes of it (it turns an unknown 599 into 500), the client gets the same.
+        let (want, _) = direct.get(page).await;
+        let (parts, got) = client.get(page).await;
+        assert_eq!((parts.status, got.as_str()), (want.status, body), "{page}");
+    }
+    let (parts, _) = client.get("/odd.php").await;
+    assert_eq!(parts.status.as_u16(), 499);
+    // The connection and the daemon are still there.
+    let (parts, got) = client.get("/index.php").await;
+    assert_eq!(
+        (parts.status.as_u16(), got.as_str()),
+        (200, "hello from php\n")
+    );
+}
+
+/// Issue 16, pool hygiene: bytes a script writes past its own Content-Length never reach another
+/// request, whether they come with the answer or while the connection idles in the pool.
+async fn bytes_past_the_content_length_never_answer_the_next_request(path: Path) {
+    let www = docroot();
+    let apache = apache(&www, ApacheOptions::default()).await;
+    let front = Front::start_on(
+        path,
+        BridgeConfig {
+            max_conns: 1,
+            ..config(apache.addr)
+        },
+    )
+    .await;
+    for (delay_us, idle) in [(0, Duration::ZERO), (200_000, Duration::from_millis(600))] {
+        for _ in 0..3 {
+            let (parts, body) =
+                fetch_once(front.addr, get(&format!("/poison.php?us={delay_us}"))).await;
+            assert_eq!((parts.status.as_u16(), body.as_str()), (200, "hello"));
+            tokio::time::sleep(idle).await;
+            let mut client = Client::connect(front.addr).await;
+            for _ in 0..3 {
+                let (parts, body) = client.get("/index.php").await;
+                assert!(
+                    parts.headers.get("set-cookie").is_none(),
+                    "forged: {parts:?}"
+                );
+                assert_eq!(
+                    (parts.status.as_u16(), body.as_str()),
+                    (200, "hello from php\n")
+                );
+            }
+        }
+    }
+}
+
 both_paths!(
+    odd_statuses_and_reasons_reach_the_client,
+    bytes_past_the_content_length_never_answer_the_next_request,
     php_page_comes_back_without_hop_by_hop_fields,
     download_of_50_mib_streams_through,
     sequential_requests_reuse_few_backend_connections,
