@@ -20,7 +20,7 @@
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::mem::size_of;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -895,6 +895,16 @@ fn read_sibling(path: &Path, limit: u64) -> io::Result<Bytes> {
             "sibling is not a regular file",
         ));
     }
+    // The sibling's bytes go out as the file's own, so it must pass what any served file passes:
+    // world-readable, no execute, setuid, setgid or sticky bit. A second hard link may be another
+    // name of `x.php`, `.env` or a file an `.htaccess` guards: only a sibling with one name is used.
+    let mode = meta.permissions().mode();
+    if mode & 0o004 == 0 || mode & 0o7111 != 0 || meta.nlink() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "sibling not world-readable, executable, or with more than one name",
+        ));
+    }
     let mut buf = Vec::with_capacity(usize::try_from(meta.len().min(limit)).unwrap_or(0));
     f.take(limit + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > limit {
@@ -1253,6 +1263,31 @@ mod tests {
             &read_sibling(&target, 1 << 20).unwrap()[..],
             b"not a compressed body"
         );
+    }
+
+    /// Issue 15: a sibling's bytes go out as its file's, so it passes every rule a served file
+    /// passes; a second name of `x.php` or `.env` (a hard link) is never one.
+    #[tokio::test]
+    async fn a_sibling_with_two_names_or_odd_bits_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join(".env");
+        std::fs::write(&secret, b"DB_PASSWORD=hunter2").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let linked = dir.path().join("x.js.gz");
+        std::fs::hard_link(&secret, &linked).unwrap();
+        assert!(read_sibling(&linked, 1 << 20).is_err(), "hard link");
+        std::fs::remove_file(&linked).unwrap();
+        let plain = dir.path().join("y.js.gz");
+        for (mode, ok) in [
+            (0o644, true),
+            (0o640, false),
+            (0o755, false),
+            (0o4644, false),
+        ] {
+            std::fs::write(&plain, b"gz").unwrap();
+            std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(read_sibling(&plain, 1 << 20).is_ok(), ok, "mode {mode:o}");
+        }
     }
 
     #[tokio::test]

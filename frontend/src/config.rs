@@ -137,6 +137,16 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_MAX_HEAD_SIZE", default_value_t = 16384)]
     pub max_head_size: usize,
 
+    /// Most segments in a request path routed by the front; deeper paths get 414 before any file is
+    /// looked at (each level costs a stat and an `.htaccess` look-up).
+    #[arg(long, env = "KHTTPD_MAX_PATH_DEPTH", default_value_t = 64)]
+    pub max_path_depth: usize,
+
+    /// Longest decoded request path in bytes routed by the front; longer paths get 414 before any
+    /// file is looked at (Linux refuses paths over 4096 bytes anyway).
+    #[arg(long, env = "KHTTPD_MAX_PATH_LENGTH", default_value_t = 4096)]
+    pub max_path_length: usize,
+
     /// Most ranges served in one multipart answer after merging; more ask for the whole file (200).
     #[arg(long, env = "KHTTPD_MAX_RANGES", default_value_t = 16)]
     pub max_ranges: usize,
@@ -210,7 +220,7 @@ pub struct Args {
     pub config: Option<PathBuf>,
 
     /// Control socket for khttpd-ctl (mode 0600). Default: /run/khttpd/ctl.sock when writable, else
-    /// $XDG_RUNTIME_DIR/khttpd.sock, else /tmp/khttpd-$UID.sock.
+    /// $XDG_RUNTIME_DIR/khttpd.sock, else /tmp/khttpd-$UID/ctl.sock.
     #[arg(long, env = "KHTTPD_CONTROL")]
     pub control: Option<PathBuf>,
 
@@ -275,6 +285,16 @@ fn parse_secs(s: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("expected a number of seconds between 0 and 86400, got {s:?}"))
 }
 
+/// Extensions that a stock Apache runs or refuses rather than sends: Debian's mod_php runs
+/// `.php`, `.phtml` and `.phar` and refuses `.phps`; `.php3`–`.php8` and `.pht` are mapped to PHP by
+/// older or other packagings; `.shtml` goes through mod_include, `.cgi`, `.pl` and `.py` through
+/// mod_cgi where `ExecCGI` is on. No knob (`--dynamic ''`, `--sloppy-mime`, `khttpd-ctl set`) lets the
+/// front send one of them as a download: their source may hold a database password.
+pub const ALWAYS_DYNAMIC: &[&str] = &[
+    "php", "php3", "php4", "php5", "php7", "php8", "phtml", "pht", "phar", "phps", "shtml", "cgi",
+    "pl", "py",
+];
+
 /// Dynamic rules: extensions (lower-case, without dot) and path prefixes (starting with `/`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dynamic {
@@ -304,15 +324,20 @@ impl Dynamic {
         Ok(d)
     }
 
-    /// Whether a file name ends in a dynamic extension (`x.PHP` included).
+    /// Whether a file name ends in a dynamic extension (`x.PHP` included): one of the configured
+    /// ones, or one that a stock Apache executes or refuses ([`ALWAYS_DYNAMIC`]), whatever the list.
     pub fn is_dynamic_name(&self, name: &[u8]) -> bool {
         let Some(dot) = name.iter().rposition(|b| *b == b'.') else {
             return false;
         };
         let ext = &name[dot + 1..];
-        self.extensions
+        ALWAYS_DYNAMIC
             .iter()
             .any(|e| e.as_bytes().eq_ignore_ascii_case(ext))
+            || self
+                .extensions
+                .iter()
+                .any(|e| e.as_bytes().eq_ignore_ascii_case(ext))
     }
 }
 
@@ -349,6 +374,10 @@ pub struct Config {
     pub send_timeout: Duration,
     /// Largest request head accepted.
     pub max_head_size: usize,
+    /// Most path segments routed (414 beyond).
+    pub max_path_depth: usize,
+    /// Longest decoded path routed (414 beyond).
+    pub max_path_length: usize,
     /// Most ranges in a multipart answer.
     pub max_ranges: usize,
     /// Read size for streamed files, and the largest file read whole.
@@ -416,6 +445,11 @@ impl TryFrom<Args> for Config {
             return Err(ConfigError(format!(
                 "--index: {bad:?} is not a plain file name"
             )));
+        }
+        if a.max_path_depth == 0 || a.max_path_length == 0 {
+            return Err(ConfigError(
+                "--max-path-depth and --max-path-length must be at least 1".into(),
+            ));
         }
         if a.max_head_size < 8192 {
             return Err(ConfigError(
@@ -498,6 +532,8 @@ impl TryFrom<Args> for Config {
             body_timeout: Duration::from_secs_f64(a.body_timeout),
             send_timeout: Duration::from_secs_f64(a.send_timeout),
             max_head_size: a.max_head_size,
+            max_path_depth: a.max_path_depth,
+            max_path_length: a.max_path_length,
             max_ranges: a.max_ranges,
             chunk_size: a.chunk_size,
             cache_control_value,
@@ -547,7 +583,23 @@ mod tests {
         assert!(d.is_dynamic_name(b"x.PHP"));
         assert!(d.is_dynamic_name(b"a.b.shtml"));
         assert!(!d.is_dynamic_name(b"php"));
-        assert!(!d.is_dynamic_name(b"x.phps"));
+        assert!(!d.is_dynamic_name(b"x.phpx"));
+        // Issue 15: no list makes a file Apache executes a download.
+        let none = Dynamic::parse("").unwrap();
+        for name in [
+            &b"demo1.php"[..],
+            b"x.PHTML",
+            b"a.phar",
+            b"ssi.shtml",
+            b"x.phps",
+        ] {
+            assert!(
+                none.is_dynamic_name(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        assert!(!none.is_dynamic_name(b"style.css"));
         assert!(Dynamic::parse("a/b").is_err());
     }
 

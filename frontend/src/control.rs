@@ -130,7 +130,7 @@ where
 
 /// The default socket path both binaries agree on: `/run/khttpd/ctl.sock` when `/run/khttpd` exists
 /// and is writable by us (or can be created), else `$XDG_RUNTIME_DIR/khttpd.sock`, else
-/// `/tmp/khttpd-$UID.sock`.
+/// `/tmp/khttpd-$UID/ctl.sock` in a directory of mode 0700.
 pub fn default_socket_path() -> PathBuf {
     let uid = current_uid();
     let run = Path::new("/run/khttpd");
@@ -159,9 +159,51 @@ fn choose_socket_path(
     {
         return dir.join("khttpd.sock");
     }
+    // A private directory, not a name in /tmp itself: another local user could plant a socket
+    // there (a fake `status`, a refused start). `bind` creates it 0700 and both sides check it.
     match uid {
-        Some(uid) => PathBuf::from(format!("/tmp/khttpd-{uid}.sock")),
-        None => PathBuf::from("/tmp/khttpd.sock"),
+        Some(uid) => PathBuf::from(format!("/tmp/khttpd-{uid}/ctl.sock")),
+        None => PathBuf::from("/tmp/khttpd/ctl.sock"),
+    }
+}
+
+/// Whether the socket at `path` and its directory can be trusted: the directory belongs to us or
+/// root and only its owner may add or replace entries (or it is sticky, as /tmp, and then an existing
+/// socket must belong to us or root). Anything else could be another local user's plant.
+pub fn check_trusted(path: &Path) -> io::Result<()> {
+    let uid = current_uid();
+    let ours = |owner: u32| owner == 0 || Some(owner) == uid;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("control socket {}: {why}", path.display()),
+        ))
+    };
+    let d = std::fs::symlink_metadata(dir).map_err(|e| with_path(path, e))?;
+    if !d.is_dir() {
+        return refuse(format!("{} is not a directory", dir.display()));
+    }
+    if !ours(d.uid()) {
+        return refuse(format!(
+            "{} belongs to another user (uid {})",
+            dir.display(),
+            d.uid()
+        ));
+    }
+    let shared = d.mode() & 0o022 != 0;
+    if shared && d.mode() & 0o1000 == 0 {
+        return refuse(format!("{} is writable by other users", dir.display()));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !ours(m.uid()) => refuse(format!(
+            "the socket belongs to another user (uid {})",
+            m.uid()
+        )),
+        Ok(_) | Err(_) => Ok(()),
     }
 }
 
@@ -185,14 +227,16 @@ fn with_path(path: &Path, e: io::Error) -> io::Error {
 pub fn bind(path: &Path) -> io::Result<StdUnixListener> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
-            // 0755: the directory only has to be searchable; the socket's own mode guards it.
+            // 0700: only this user ever adds or replaces the socket; root (khttpd-ctl as root)
+            // gets in anyway. With --user, the socket is bound before privileges drop.
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o755)
+                .mode(0o700)
                 .create(parent)
                 .map_err(|e| with_path(path, e))?;
         }
     }
+    check_trusted(path)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(io::Error::new(
@@ -489,6 +533,14 @@ pub fn call_blocking(path: &Path, req: &Request, timeout: Duration) -> Result<Re
             classify(path, e)
         }
     };
+    if let Err(e) = check_trusted(path) {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            return Err(CallError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+    }
     let mut s = StdUnixStream::connect(path).map_err(|e| classify(path, e))?;
     // A zero timeout means "none" to the socket API, so keep it above zero.
     let t = timeout.max(Duration::from_millis(1));
@@ -839,13 +891,35 @@ mod tests {
         );
         assert_eq!(
             choose_socket_path(false, Some("relative".into()), Some(1000)),
-            PathBuf::from("/tmp/khttpd-1000.sock")
+            PathBuf::from("/tmp/khttpd-1000/ctl.sock")
         );
         assert_eq!(
             choose_socket_path(false, None, Some(1000)),
-            PathBuf::from("/tmp/khttpd-1000.sock")
+            PathBuf::from("/tmp/khttpd-1000/ctl.sock")
         );
         assert!(default_socket_path().is_absolute());
         assert!(current_uid().is_some());
+    }
+
+    /// Issue 16: a socket another local user could have planted is neither trusted nor replaced.
+    #[test]
+    fn sockets_in_directories_others_may_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ctl.sock");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(check_trusted(&sock).is_ok());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_trusted(&sock).unwrap_err();
+        assert!(err.to_string().contains("writable by other users"), "{err}");
+        assert!(bind(&sock).is_err(), "bind refuses too");
+        // Sticky, as /tmp: fine until a socket there belongs to someone else.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(check_trusted(&sock).is_ok());
+        if current_uid() == Some(0) {
+            std::fs::write(&sock, b"").unwrap();
+            std::os::unix::fs::chown(&sock, Some(65534), Some(65534)).unwrap();
+            let err = check_trusted(&sock).unwrap_err();
+            assert!(err.to_string().contains("another user"), "{err}");
+        }
     }
 }

@@ -31,7 +31,7 @@ use crate::cache::FileKey;
 use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
 use crate::fast_relay::{self, RelayPlan};
-use crate::handler::{route_afresh, ConnCtx, SERVER_NAME};
+use crate::handler::{path_of, route_afresh, ConnCtx, SERVER_NAME};
 use crate::head_guard::HeadGuard;
 use crate::negotiate::Encoding;
 use crate::route::Route;
@@ -452,7 +452,7 @@ fn answer(
         });
         None
     };
-    let Some(verdict) = cache.get_fresh(runtime.generation, target, started) else {
+    let Some(verdict) = cache.get_fresh(runtime.generation, path_of(target), started) else {
         return remember(miss);
     };
     let file = match &*verdict {

@@ -105,7 +105,7 @@ async fn routed(
         if let Some(r) = ctx
             .shared
             .cache
-            .get_fresh(generation, target, Instant::now())
+            .get_fresh(generation, path_of(target), Instant::now())
         {
             return Some(r);
         }
@@ -113,8 +113,15 @@ async fn routed(
     route_afresh(req.method(), target, ctx, cfg, generation).await
 }
 
+/// The path of a request target, without its query: what routing depends on.
+pub fn path_of(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(p, _)| p)
+}
+
 /// Decides a GET or HEAD verdict on the blocking pool (it stats files) and remembers it for
-/// `--cache-revalidate`. `target` is the path and query exactly as sent.
+/// `--cache-revalidate`. `target` is the path and query exactly as sent; the verdict is decided
+/// and kept by path alone, so junk query strings cannot fill the cache (a redirect gets the
+/// request's query when it is answered).
 pub async fn route_afresh(
     method: &Method,
     target: &str,
@@ -123,20 +130,15 @@ pub async fn route_afresh(
     generation: u64,
 ) -> Option<Arc<Route>> {
     let now = Instant::now();
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => (target.to_owned(), None),
-    };
+    let path = path_of(target).to_owned();
     let (rcfg, m) = (cfg.clone(), method.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        route::route(&m, &path, query.as_deref(), &rcfg, &RealFs)
-    })
-    .await
-    .ok()?;
+    let r = tokio::task::spawn_blocking(move || route::route(&m, &path, None, &rcfg, &RealFs))
+        .await
+        .ok()?;
     let r = Arc::new(r);
     ctx.shared
         .cache
-        .put_fresh(generation, target, r.clone(), now);
+        .put_fresh(generation, path_of(target), r.clone(), now);
     Some(r)
 }
 
@@ -268,7 +270,13 @@ async fn respond(
             let r = directory::serve(&method, headers, dir, &cfg, &ctx.shared.cache).await;
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))
         }
-        Route::Redirect(location) => (RouteKind::Static, redirect(&location)),
+        Route::Redirect(location) => {
+            let location = match req.uri().query() {
+                Some(q) => format!("{location}?{q}"),
+                None => location.clone(),
+            };
+            (RouteKind::Static, redirect(&location))
+        }
         Route::Reject(rej) => {
             let status = rej.status();
             if status == StatusCode::INTERNAL_SERVER_ERROR {

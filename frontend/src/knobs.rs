@@ -138,7 +138,17 @@ impl Settings {
         let mut next = self.clone();
         // Repeatable flags are replaced as a whole: `set backend a,b` means exactly a and b.
         if matches!(arg.get_action(), ArgAction::Append) {
-            for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let values: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            if values.is_empty() {
+                // `set backend ''` empties the list: an empty value still replaces the earlier
+                // ones (and the environment's), and validation drops it.
+                next.overrides.push(format!("{long}=").into());
+            }
+            for v in values {
                 next.overrides.push(long.clone().into());
                 next.overrides.push(v.into());
             }
@@ -390,6 +400,12 @@ mod tests {
             .with_set("backend", "127.0.0.1:1,127.0.0.1:2")
             .unwrap();
         assert_eq!(cfg.backends.len(), 2, "set replaces the list");
+        // Issue 15: an empty value empties the list (it used to change nothing).
+        let (_, _, cfg) = with_one.with_set("backend", "").unwrap();
+        assert!(cfg.backends.is_empty());
+        let proxied = settings(dir.path(), &["--trusted-proxy", "10.0.0.0/8"]);
+        let (_, _, cfg) = proxied.with_set("trusted_proxy", " ").unwrap();
+        assert!(cfg.bridge.trusted_proxies.is_empty());
         let (_, _, cfg) = s.with_set("perm_forbid", "0111").unwrap();
         assert_eq!(cfg.perm_forbid, 0o111);
     }

@@ -44,8 +44,6 @@ pub enum BackendReason {
     DynamicIndex,
     /// Not world-readable, or an execute, setuid, setgid or sticky bit.
     Permission,
-    /// A FIFO, socket or device.
-    NotRegular,
     /// No known MIME type and `sloppymime` off.
     UnknownType,
 }
@@ -61,7 +59,6 @@ impl BackendReason {
             BackendReason::Missing => "missing",
             BackendReason::DynamicIndex => "dynamic-index",
             BackendReason::Permission => "permission",
-            BackendReason::NotRegular => "not-regular",
             BackendReason::UnknownType => "unknown-type",
         }
     }
@@ -116,6 +113,9 @@ pub enum Reject {
     /// Nothing to serve (404).
     #[error("not found")]
     NotFound,
+    /// The path is deeper or longer than the front routes (414), refused before any file is looked at.
+    #[error("request path too deep or too long")]
+    PathTooLong,
     /// The file system failed in an unexpected way (500).
     #[error("file system error: {0}")]
     Internal(String),
@@ -128,6 +128,7 @@ impl Reject {
             Reject::BadPath(_) => StatusCode::BAD_REQUEST,
             Reject::Forbidden(_) => StatusCode::FORBIDDEN,
             Reject::NotFound => StatusCode::NOT_FOUND,
+            Reject::PathTooLong => StatusCode::URI_TOO_LONG,
             Reject::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -153,7 +154,7 @@ impl Route {
                 StatusCode::BAD_GATEWAY,
                 "dynamic content, but no backend configured",
             ),
-            Hidden | Htaccess | Permission | NotRegular | UnknownType => NoBackend::Status(
+            Hidden | Htaccess | Permission | UnknownType => NoBackend::Status(
                 StatusCode::FORBIDDEN,
                 "not served by the front, and no backend configured",
             ),
@@ -172,6 +173,11 @@ pub fn route(method: &Method, path: &str, query: Option<&str>, cfg: &Config, fs:
         Ok(d) => d,
         Err(e) => return Route::Reject(Reject::BadPath(e)),
     };
+    // Each level costs a stat and an `.htaccess` look-up: bound them before touching the disk.
+    let length: usize = decoded.segments.iter().map(|s| s.len() + 1).sum();
+    if decoded.segments.len() > cfg.max_path_depth || length > cfg.max_path_length {
+        return Route::Reject(Reject::PathTooLong);
+    }
     // 3. Dynamic extensions on any segment (so `index.php/extra` path-info) and dynamic prefixes.
     if is_dynamic(&decoded, cfg) {
         return Route::Backend(BackendReason::Dynamic);
@@ -241,6 +247,11 @@ fn htaccess_between(root: &Path, target: &Path, fs: &dyn Fs) -> bool {
     }
     for c in rel.components() {
         dir.push(c);
+        // Below a name that does not exist nothing does: stop there, so a missing path of
+        // thousands of segments costs one look-up per existing level, not one per segment.
+        if !fs.exists(&dir) {
+            return false;
+        }
         if fs.exists(&dir.join(".htaccess")) {
             return true;
         }
@@ -332,9 +343,10 @@ fn route_directory(d: &DecodedPath, dir: PathBuf, meta: Meta, cfg: &Config, fs: 
 }
 
 fn route_file(name: &[u8], path: PathBuf, meta: Meta, cfg: &Config) -> Route {
-    // 8. A FIFO or device is never opened: opening a FIFO would block a thread forever.
+    // 8. A FIFO, socket or device is never opened, and never handed on either: Apache's worker
+    // would block in open() on a FIFO forever. The front answers it.
     if meta.kind != Kind::File {
-        return Route::Backend(BackendReason::NotRegular);
+        return Route::Reject(Reject::Forbidden("not a regular file"));
     }
     // kHTTPd's permission rules: at least one perm_required bit, none of perm_forbid.
     if meta.mode & cfg.perm_required == 0 || meta.mode & cfg.perm_forbid != 0 {
@@ -574,10 +586,61 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
+        // Issue 15: answered by the front, never handed to Apache (whose worker would block in
+        // open() on the FIFO).
+        let not_regular = Route::Reject(Reject::Forbidden("not a regular file"));
+        assert_eq!(s.get("/pipe.html"), not_regular);
+        let _socket = std::os::unix::net::UnixListener::bind(s.cfg.root.join("sock.html")).unwrap();
+        assert_eq!(s.get("/sock.html"), not_regular);
         assert_eq!(
-            s.get("/pipe.html"),
-            Route::Backend(BackendReason::NotRegular)
+            s.get("/dev-null.txt"),
+            Route::Backend(BackendReason::Missing)
         );
+        std::os::unix::fs::symlink("/dev/null", s.cfg.root.join("null.txt")).unwrap();
+        assert!(
+            matches!(s.get("/null.txt"), Route::Reject(_)),
+            "outside the root anyway"
+        );
+    }
+
+    /// Issue 16: depth and length are bounded before the disk is touched, and the `.htaccess` walk
+    /// stops at the first missing level.
+    #[test]
+    fn deep_or_long_paths_are_refused_and_missing_levels_end_the_walk() {
+        let s = Site::new(&["--max-path-depth", "8", "--max-path-length", "64"]);
+        s.file("a/b/c.html", 0o644);
+        assert!(is_static(&s.get("/a/b/c.html")));
+        assert_eq!(s.get(&"/a".repeat(9)), Route::Reject(Reject::PathTooLong));
+        assert_eq!(
+            s.get(&"/a".repeat(8)),
+            Route::Backend(BackendReason::Missing)
+        );
+        assert_eq!(
+            s.get(&format!("/{}", "x".repeat(64))),
+            Route::Reject(Reject::PathTooLong)
+        );
+        // Counts the look-ups a missing path of 7 levels makes: one per existing level, not one
+        // per segment.
+        struct Counting(std::cell::Cell<usize>);
+        impl Fs for Counting {
+            fn exists(&self, p: &Path) -> bool {
+                self.0.set(self.0.get() + 1);
+                RealFs.exists(p)
+            }
+            fn stat(&self, p: &Path) -> io::Result<Meta> {
+                RealFs.stat(p)
+            }
+            fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
+                RealFs.canonicalize(p)
+            }
+        }
+        let fs = Counting(std::cell::Cell::new(0));
+        let deep = format!("/a{}", "/zz".repeat(6));
+        assert_eq!(
+            route(&Method::GET, &deep, None, &s.cfg, &fs),
+            Route::Backend(BackendReason::Missing)
+        );
+        assert!(fs.0.get() <= 6, "{} look-ups", fs.0.get());
     }
 
     #[test]
@@ -699,7 +762,7 @@ mod tests {
             Route::without_backend(Dynamic),
             NoBackend::Status(StatusCode::BAD_GATEWAY, _)
         ));
-        for r in [Hidden, Htaccess, Permission, NotRegular] {
+        for r in [Hidden, Htaccess, Permission] {
             assert!(matches!(
                 Route::without_backend(r),
                 NoBackend::Status(StatusCode::FORBIDDEN, _)

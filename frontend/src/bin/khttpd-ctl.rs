@@ -22,7 +22,7 @@ const EX_USAGE: u8 = 64;
 #[command(name = "khttpd-ctl", version, about, long_about = None)]
 struct Cli {
     /// Control socket of the khttpd-front to steer [default: /run/khttpd/ctl.sock when usable,
-    /// else $XDG_RUNTIME_DIR/khttpd.sock, else /tmp/khttpd-$UID.sock].
+    /// else $XDG_RUNTIME_DIR/khttpd.sock, else /tmp/khttpd-$UID/ctl.sock].
     #[arg(long, env = "KHTTPD_CONTROL", value_name = "PATH", global = true)]
     control: Option<PathBuf>,
 

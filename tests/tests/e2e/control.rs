@@ -258,3 +258,58 @@ fn ctl_without_a_daemon_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no khttpd-front is listening"), "{err}");
 }
+
+/// Issue 15: `set backend ''` and `set trusted_proxy ''` take effect (they printed success and
+/// changed nothing), and `set dynamic ''` or `set sloppymime 1` never make PHP a download.
+#[test]
+fn emptying_lists_takes_effect_and_no_knob_serves_php_source() {
+    let site = Site::new();
+    std::fs::write(
+        site.root.join("secret.php"),
+        "<?php $db_password = 'hunter2';",
+    )
+    .unwrap();
+    std::fs::write(site.root.join("x.phtml"), "<?php echo 1;").unwrap();
+    // A backend that is never reached in this test: 127.0.0.1:9 refuses.
+    let f = start(
+        &site,
+        &["--backend", "127.0.0.1:9", "--trusted-proxy", "10.0.0.0/8"],
+    );
+    assert_eq!(
+        http::get(f.addr, "/secret.php").status,
+        502,
+        "refused backend"
+    );
+    for (knob, value) in [
+        ("backend", ""),
+        ("trusted_proxy", ""),
+        ("dynamic", ""),
+        ("sloppymime", "1"),
+    ] {
+        let (code, _, err) = f.ctl(&["set", knob, value]);
+        assert_eq!(code, 0, "set {knob} {value:?}: {err}");
+    }
+    let (_, out, _) = f.ctl(&["get", "backend"]);
+    assert!(
+        out.starts_with("backend") && !out.contains("127.0.0.1:9"),
+        "backend emptied: {out}"
+    );
+    let (_, out, _) = f.ctl(&["get", "trusted_proxy"]);
+    assert!(
+        out.starts_with("trusted_proxy") && !out.contains("10.0.0.0"),
+        "trusted_proxy emptied: {out}"
+    );
+    for page in ["/secret.php", "/x.phtml", "/x.PHP", "/index.php/extra"] {
+        let r = http::get(f.addr, page);
+        assert!(
+            !r.text().contains("hunter2") && !r.text().contains("<?php"),
+            "{page}: {}",
+            r.text()
+        );
+        assert!(
+            matches!(r.status, 404 | 502),
+            "{page}: no backend now: {}",
+            r.status
+        );
+    }
+}
