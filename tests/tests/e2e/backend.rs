@@ -634,3 +634,60 @@ fn stalled_request_body_is_cut_at_the_body_timeout() {
         "cut before the body timeout: {waited:?}"
     );
 }
+
+/// Issues 15 and 16 with a real Apache behind the front: a FIFO is answered by the front and never
+/// handed to Apache (whose worker would block in open() forever); a path of 7000 segments gets 414
+/// before the disk is touched; `.phtml` with `--sloppy-mime` and an empty `--dynamic` stays with
+/// Apache, and its source never leaves.
+#[test]
+fn fifos_deep_paths_and_executable_files_never_become_front_answers() {
+    let doc = Docroot::new();
+    let fifo = doc.root().join("pipe.html");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let phtml = doc.root().join("legacy.phtml");
+    std::fs::write(&phtml, "<?php $db_password = 'hunter2'; echo 'ran';").unwrap();
+    std::fs::set_permissions(&phtml, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(
+        &doc,
+        a.addr,
+        &["--route-header", "--sloppy-mime", "--dynamic", ""],
+    );
+
+    let r = http::get(f.addr, "/pipe.html");
+    assert_eq!((r.status, r.header("x-khttpd-route")), (403, Some("error")));
+    let deep = "/a".repeat(7000);
+    let r = http::get(f.addr, &deep);
+    assert_eq!(r.status, 414, "{}", r.raw_head);
+    let r = http::get(f.addr, "/legacy.phtml");
+    assert!(
+        !r.text().contains("hunter2"),
+        "PHP source served: {}",
+        r.text()
+    );
+    assert_eq!(
+        (r.text().as_str(), r.header("x-khttpd-route")),
+        ("ran", Some("backend"))
+    );
+    // Names the shared Apache config does not run are refused there, never shown.
+    std::fs::copy(&phtml, doc.root().join("old.php5")).unwrap();
+    let r = http::get(f.addr, "/old.php5");
+    assert_eq!(
+        (r.status, r.header("x-khttpd-route")),
+        (403, Some("backend"))
+    );
+    let r = http::get(f.addr, "/demo1.php");
+    assert!(!r.text().contains("<?php"), "{}", r.text());
+    assert_eq!(r.header("x-khttpd-route"), Some("backend"));
+    // Apache saw the PHP requests, and neither the FIFO nor the deep path.
+    assert!(a
+        .wait_for_log_line(" /legacy.phtml HTTP/", Duration::from_secs(5))
+        .is_some());
+    assert_eq!(apache_saw(&a, "/pipe.html"), 0, "{}", a.access_log());
+    assert!(!a.access_log().contains("/a/a/a/a"), "{}", a.access_log());
+}
