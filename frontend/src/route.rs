@@ -2,13 +2,13 @@
 //! configuration and a [`Fs`] view, in the order of DESIGN.md:
 //!
 //! 1. method not GET/HEAD → backend;
-//! 2. path decoded and sanitized → 400 on anything suspicious;
-//! 3. dynamic extension or prefix → backend;
+//! 2. path decoded and sanitized → 400 on anything suspicious, 414 when too deep or too long;
+//! 3. dynamic extension or prefix → backend (executable extensions whatever the list says);
 //! 4. hidden segment → backend;
 //! 5. `.htaccess` at or above → backend;
 //! 6. missing → backend;
 //! 7. directory → redirect, index or listing;
-//! 8. not a regular file, or refused by the permission bits → backend;
+//! 8. not a regular file → 403 by the front; refused by the permission bits → backend;
 //! 9. symlinks only inside the root;
 //! 10. unknown type → backend unless sloppy;
 //! 11. static.
