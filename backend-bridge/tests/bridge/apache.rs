@@ -54,9 +54,10 @@ fn docroot() -> TempDir {
         // answer waiting on the connection for whoever uses it next.
         (
             "poison.php",
-            "<?php header('Content-Length: 5'); echo 'hello'; ob_flush(); flush();\n\
-             usleep((int) ($_GET['us'] ?? 0));\n\
-             echo \"HTTP/1.1 200 OK\\r\\nContent-Length: 6\\r\\nSet-Cookie: session=ATTACKER\\r\\n\\r\\nforged\";\n",
+            "<?php header('Content-Length: 5'); echo 'hello';\n\
+             if (isset($_GET['us'])) { ob_flush(); flush(); usleep((int) $_GET['us']); }\n\
+             echo \"HTTP/1.1 200 OK\\r\\nContent-Length: 6\\r\\nSet-Cookie: session=ATTACKER\\r\\n\\r\\nforged\";\n\
+             ob_flush(); flush();\n",
         ),
     ];
     for (name, text) in files {
@@ -377,7 +378,10 @@ async fn odd_statuses_and_reasons_reach_the_client(path: Path) {
 }
 
 /// Issue 16, pool hygiene: bytes a script writes past its own Content-Length never reach another
-/// request, whether they come with the answer or while the connection idles in the pool.
+/// request, whether they come with the answer (one write) or while the connection idles in the
+/// pool (written 200 ms later, the next request 600 ms later). Bytes that arrive after the
+/// connection was taken again are not covered: nothing on an HTTP/1.1 connection tells them from
+/// the next answer (nginx's upstream keepalive has the same window).
 async fn bytes_past_the_content_length_never_answer_the_next_request(path: Path) {
     let www = docroot();
     let apache = apache(&www, ApacheOptions::default()).await;
@@ -389,10 +393,12 @@ async fn bytes_past_the_content_length_never_answer_the_next_request(path: Path)
         },
     )
     .await;
-    for (delay_us, idle) in [(0, Duration::ZERO), (200_000, Duration::from_millis(600))] {
+    for (page, idle) in [
+        ("/poison.php", Duration::ZERO),
+        ("/poison.php?us=200000", Duration::from_millis(600)),
+    ] {
         for _ in 0..3 {
-            let (parts, body) =
-                fetch_once(front.addr, get(&format!("/poison.php?us={delay_us}"))).await;
+            let (parts, body) = fetch_once(front.addr, get(page)).await;
             assert_eq!((parts.status.as_u16(), body.as_str()), (200, "hello"));
             tokio::time::sleep(idle).await;
             let mut client = Client::connect(front.addr).await;
