@@ -182,6 +182,21 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_CACHE_REVALIDATE", default_value_t = 1.0, value_parser = parse_secs)]
     pub cache_revalidate: f64,
 
+    /// With a backend: seconds Apache's verdict on a static URL (it serves the file as it is, or not)
+    /// is trusted before Apache is asked again, so a change in Apache's main configuration takes
+    /// effect without a restart (`khttpd-ctl flush` drops all verdicts at once).
+    #[arg(long, env = "KHTTPD_VERIFY_TTL", default_value_t = 60.0, value_parser = parse_secs)]
+    pub verify_ttl: f64,
+
+    /// Most verdicts held (the least used are dropped first).
+    #[arg(long, env = "KHTTPD_VERIFY_MAX", default_value_t = 65536)]
+    pub verify_max: usize,
+
+    /// Most verification probes to the backend at once, over all main daemons; a URL whose probe
+    /// cannot start yet simply stays with the backend a little longer.
+    #[arg(long, env = "KHTTPD_VERIFY_PROBES", default_value_t = 8)]
+    pub verify_probes: usize,
+
     /// Send large cached files with sendfile(2) instead of copying them from memory (as nginx's
     /// `sendfile on`): the kernel reads them from the page cache on the main daemon's thread.
     #[arg(long, env = "KHTTPD_SENDFILE", default_value = "on", value_parser = parse_on_off,
@@ -374,6 +389,12 @@ pub struct Config {
     pub send_timeout: Duration,
     /// Largest request head accepted.
     pub max_head_size: usize,
+    /// How long a verification verdict is trusted.
+    pub verify_ttl: Duration,
+    /// Most verdicts held.
+    pub verify_max: usize,
+    /// Most probes at once.
+    pub verify_probes: usize,
     /// Most path segments routed (414 beyond).
     pub max_path_depth: usize,
     /// Longest decoded path routed (414 beyond).
@@ -445,6 +466,11 @@ impl TryFrom<Args> for Config {
             return Err(ConfigError(format!(
                 "--index: {bad:?} is not a plain file name"
             )));
+        }
+        if a.verify_max == 0 || a.verify_probes == 0 {
+            return Err(ConfigError(
+                "--verify-max and --verify-probes must be at least 1".into(),
+            ));
         }
         if a.max_path_depth == 0 || a.max_path_length == 0 {
             return Err(ConfigError(
@@ -532,6 +558,9 @@ impl TryFrom<Args> for Config {
             body_timeout: Duration::from_secs_f64(a.body_timeout),
             send_timeout: Duration::from_secs_f64(a.send_timeout),
             max_head_size: a.max_head_size,
+            verify_ttl: Duration::from_secs_f64(a.verify_ttl),
+            verify_max: a.verify_max,
+            verify_probes: a.verify_probes,
             max_path_depth: a.max_path_depth,
             max_path_length: a.max_path_length,
             max_ranges: a.max_ranges,

@@ -58,6 +58,8 @@ pub enum Request {
     Reload,
     /// Reopen the access log after logrotate moved it.
     ReopenLogs,
+    /// Drop every verification verdict (after `apachectl graceful`).
+    Flush,
     /// One knob, or all of them without a key.
     Get {
         /// The knob, such as `maxconnect`.
@@ -572,6 +574,7 @@ impl fmt::Display for Request {
             Request::Unload => f.write_str("unload"),
             Request::Reload => f.write_str("reload"),
             Request::ReopenLogs => f.write_str("reopen-logs"),
+            Request::Flush => f.write_str("flush"),
             Request::Get { key: None } => f.write_str("get"),
             Request::Get { key: Some(k) } => write!(f, "get {k}"),
             Request::Set { key, .. } => write!(f, "set {key}"),
@@ -593,6 +596,7 @@ mod tests {
             Request::Unload,
             Request::Reload,
             Request::ReopenLogs,
+            Request::Flush,
             Request::Get { key: None },
             Request::Get {
                 key: Some("maxconnect".into()),

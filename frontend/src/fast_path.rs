@@ -34,9 +34,10 @@ use crate::fast_relay::{self, RelayPlan};
 use crate::handler::{path_of, route_afresh, ConnCtx, SERVER_NAME};
 use crate::head_guard::HeadGuard;
 use crate::negotiate::Encoding;
-use crate::route::Route;
+use crate::route::{BackendReason, Route};
 use crate::static_file;
 use crate::stats::{RouteKind, Stage};
+use crate::verify::Target;
 use khttpd_bridge::relay::write_both;
 
 /// Bodies up to this size are copied behind the head for one `write`; larger ones go by `writev`.
@@ -294,6 +295,7 @@ enum Decision {
 #[derive(Default)]
 struct Fields<'a> {
     hosts: u8,
+    host: Option<&'a str>,
     close: bool,
     accept_encoding: Option<&'a str>,
     if_none_match: Option<&'a str>,
@@ -403,7 +405,10 @@ fn answer(
         let name = h.name.as_bytes();
         let text = || std::str::from_utf8(h.value).ok();
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => f.hosts += 1,
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                f.hosts += 1;
+                f.host = std::str::from_utf8(h.value).ok();
+            }
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 let v = text()?;
                 if v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
@@ -455,18 +460,37 @@ fn answer(
     let Some(verdict) = cache.get_fresh(runtime.generation, path_of(target), started) else {
         return remember(miss);
     };
+    let relay = |reason: BackendReason| {
+        ctx.session
+            .as_ref()
+            .is_some_and(|s| s.can_relay())
+            .then(|| {
+                Outcome::Relay(RelayPlan {
+                    consumed,
+                    head_only,
+                    close: f.close,
+                    reason,
+                    started,
+                    log: log_record(ctx, head_only, target, &f, "backend"),
+                })
+            })
+    };
     let file = match &*verdict {
-        Route::Static(file) if !f.selection => file,
-        Route::Backend(reason) if ctx.session.as_ref().is_some_and(|s| s.can_relay()) => {
-            return Some(Outcome::Relay(RelayPlan {
-                consumed,
-                head_only,
-                close: f.close,
-                reason: *reason,
-                started,
-                log: log_record(ctx, head_only, target, &f, "backend"),
-            }));
+        // With a backend, Apache's verdict decides (verify.rs); a URL without one is relayed.
+        Route::Static(file) if !f.selection => {
+            if ctx.session.is_some()
+                && !ctx.shared.verifier.gate(
+                    path_of(target),
+                    f.host,
+                    Target::File(file),
+                    &runtime.config,
+                )
+            {
+                return relay(BackendReason::Unverified);
+            }
+            file
         }
+        Route::Backend(reason) => return relay(*reason),
         _ => return None,
     };
     let key = FileKey::of(&file.meta);

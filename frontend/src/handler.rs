@@ -23,6 +23,7 @@ use crate::route::{self, BackendReason, NoBackend, Route};
 use crate::state::Shared;
 use crate::static_file::Served;
 use crate::stats::{DaemonStats, RouteKind, Stage};
+use crate::verify::Target;
 use crate::{directory, static_file};
 
 /// What every request of one connection shares.
@@ -111,6 +112,31 @@ async fn routed(
         }
     }
     route_afresh(req.method(), target, ctx, cfg, generation).await
+}
+
+/// With a backend, what the front would answer itself needs Apache's verdict first (verify.rs): a
+/// static file or listing without a positive, current one goes to the backend as it came, and so
+/// does a directory redirect (Apache's mod_dir or rewrites decide where it leads).
+fn gate<B>(route: Arc<Route>, req: &Request<B>, ctx: &ConnCtx, cfg: &Arc<Config>) -> Arc<Route> {
+    if ctx.session.is_none() {
+        return route;
+    }
+    let target = match &*route {
+        Route::Static(file) => Target::File(file),
+        Route::Listing(dir) => Target::Listing(dir),
+        Route::Redirect(_) => return Arc::new(Route::Backend(BackendReason::Unverified)),
+        _ => return route,
+    };
+    let host = req.headers().get(HOST).and_then(|v| v.to_str().ok());
+    if ctx
+        .shared
+        .verifier
+        .gate(req.uri().path(), host, target, cfg)
+    {
+        route
+    } else {
+        Arc::new(Route::Backend(BackendReason::Unverified))
+    }
 }
 
 /// The path of a request target, without its query: what routing depends on.
@@ -240,6 +266,7 @@ async fn respond(
     } else {
         Arc::new(Route::Backend(route::BackendReason::Method))
     };
+    let route = gate(route, &req, ctx, &cfg);
     let headers = req.headers();
     // The verdict is shared with the cache; the rare routes that need it owned take a copy.
     match (*route).clone() {
@@ -249,7 +276,8 @@ async fn respond(
             let mut served = static_file::serve(&method, headers, file, &cfg, cache).await;
             if let Served::Stale = served {
                 // The file changed since its verdict was cached: judge it afresh, once.
-                served = match routed(&req, ctx, &cfg, generation, false).await.as_deref() {
+                let again = routed(&req, ctx, &cfg, generation, false).await;
+                served = match again.map(|r| gate(r, &req, ctx, &cfg)).as_deref() {
                     Some(Route::Static(file)) => {
                         static_file::serve(&method, headers, file.clone(), &cfg, cache).await
                     }

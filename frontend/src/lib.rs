@@ -7,7 +7,8 @@
 //!   rest to hyper (header deadline, head size limit) in [`server`], with
 //!   [`head_guard`] refusing framing a backend could read differently;
 //! - the request's way through the stages and the counters: [`handler`], [`stats`];
-//! - routing (pure): path decoding [`path`], the verdict [`route`] over the [`fs`] view;
+//! - routing (pure): path decoding [`path`], the verdict [`route`] over the [`fs`] view; with a
+//!   backend, Apache's own verdict on each static URL (probed, remembered, expired): [`verify`];
 //! - DataSending: preconditions [`conditional`], ranges [`range`], files [`static_file`],
 //!   listings [`directory`] rendered by [`listing`], bodies [`body`]; the content cache [`cache`] with
 //!   encodings negotiated by [`negotiate`] and compressed once by [`compress`];
@@ -40,5 +41,6 @@ pub mod server;
 pub mod state;
 pub mod static_file;
 pub mod stats;
+pub mod verify;
 
 pub use config::{Args, Config};

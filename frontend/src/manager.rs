@@ -241,6 +241,13 @@ impl Manager {
                 self.shared.access_log.reopen();
                 Reply::ok("access log reopened")
             }
+            Request::Flush => {
+                let held = self.shared.verifier.stats().entries;
+                self.shared.verifier.flush();
+                Reply::ok(format!(
+                    "{held} verification verdicts dropped: every static URL is asked of the backend again"
+                ))
+            }
             Request::Get { key } => match knobs::get(&self.args, key.as_deref()) {
                 Ok(v) => Reply::ok(render_knobs(&v)).with_data(v),
                 Err(e) => Reply::error(e),
@@ -346,6 +353,7 @@ impl Manager {
                 "4xx": row[7],
                 "5xx": row[8],
                 "bytes_out": row[9],
+                "offload": share(row[4], row[4] + row[5] + row[6]),
             }));
         }
         let uptime = self.started.elapsed().as_secs();
@@ -369,7 +377,9 @@ impl Manager {
                 "static": totals[4], "backend": totals[5], "errors": totals[6],
                 "backend_errors": totals[12], "2xx": totals[10], "3xx": totals[11],
                 "4xx": totals[7], "5xx": totals[8], "bytes_out": totals[9],
+                "offload": share(totals[4], totals[4] + totals[5] + totals[6]),
             },
+            "verify": self.shared.verifier.stats(),
             "backends": self.shared.current.load().upstreams.as_ref().map(|u| u.snapshot()).unwrap_or_default()
                 .into_iter().map(|b| json!({
                     "backend": b.addr.to_string(), "healthy": b.healthy, "requests": b.requests,
@@ -385,6 +395,14 @@ impl Manager {
             },
         })
     }
+}
+
+/// `part / whole` rounded to a thousandth, 0 for no requests: the share the front answered itself.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 / whole as f64 * 1000.0).round() / 1000.0
 }
 
 fn render_knobs(v: &Value) -> String {

@@ -36,8 +36,11 @@ pub enum BackendReason {
     Dynamic,
     /// A dotfile or dot-directory.
     Hidden,
-    /// A directory at or above the target holds `.htaccess`.
+    /// A directory at or above the target holds `.htaccess` (without a backend only: with one,
+    /// verification decides).
     Htaccess,
+    /// A static candidate Apache has not (yet, or not currently) shown it serves as it is.
+    Unverified,
     /// Nothing at that path (front controllers rely on this).
     Missing,
     /// A directory whose index file is dynamic (`index.php`).
@@ -56,6 +59,7 @@ impl BackendReason {
             BackendReason::Dynamic => "dynamic",
             BackendReason::Hidden => "hidden",
             BackendReason::Htaccess => "htaccess",
+            BackendReason::Unverified => "unverified",
             BackendReason::Missing => "missing",
             BackendReason::DynamicIndex => "dynamic-index",
             BackendReason::Permission => "permission",
@@ -73,6 +77,9 @@ pub struct StaticFile {
     pub meta: Meta,
     /// Type and compressibility.
     pub mime: MimeInfo,
+    /// The `.htaccess` files from the root down to the file's directory, as one hash of their
+    /// identities (0 when there are none): part of the evidence a verdict is bound to.
+    pub guards: u64,
 }
 
 /// A directory to list.
@@ -84,6 +91,8 @@ pub struct ListingDir {
     pub display: String,
     /// Its metadata at routing time.
     pub meta: Meta,
+    /// The `.htaccess` chain down to it, hashed (see [`StaticFile::guards`]).
+    pub guards: u64,
 }
 
 /// The verdict for one request.
@@ -154,7 +163,7 @@ impl Route {
                 StatusCode::BAD_GATEWAY,
                 "dynamic content, but no backend configured",
             ),
-            Hidden | Htaccess | Permission | UnknownType => NoBackend::Status(
+            Hidden | Htaccess | Unverified | Permission | UnknownType => NoBackend::Status(
                 StatusCode::FORBIDDEN,
                 "not served by the front, and no backend configured",
             ),
@@ -186,9 +195,13 @@ pub fn route(method: &Method, path: &str, query: Option<&str>, cfg: &Config, fs:
     if has_hidden_segment(&decoded.segments) {
         return Route::Backend(BackendReason::Hidden);
     }
-    // 5. Apache may apply auth or rewrites from an `.htaccess` at or above the target.
+    // 5. Apache may apply auth or rewrites from an `.htaccess` at or above the target. With a
+    // backend that is evidence for verification to weigh (the answer is Apache's until it has
+    // shown what it serves there); without one, the front cannot know: 403.
     let lexical = cfg.root.join(decoded.relative());
-    if htaccess_between(&cfg.root, &lexical, fs) {
+    let verifying = !cfg.backends.is_empty();
+    let mut guards = htaccess_chain(&cfg.root, &lexical, fs);
+    if guards != 0 && !verifying {
         return Route::Backend(BackendReason::Htaccess);
     }
     // 6. and 9. Resolve symlinks; the result must stay inside the canonical root.
@@ -196,6 +209,12 @@ pub fn route(method: &Method, path: &str, query: Option<&str>, cfg: &Config, fs:
         Ok(p) => p,
         Err(r) => return r,
     };
+    if canonical != lexical {
+        guards = mix(guards, htaccess_chain(&cfg.root, &canonical, fs));
+        if guards != 0 && !verifying {
+            return Route::Backend(BackendReason::Htaccess);
+        }
+    }
     let meta = match fs.stat(&canonical) {
         Ok(m) => m,
         Err(e) => return io_route(&e),
@@ -205,10 +224,10 @@ pub fn route(method: &Method, path: &str, query: Option<&str>, cfg: &Config, fs:
         if !decoded.trailing_slash {
             return Route::Redirect(slash_redirect(path, query));
         }
-        return route_directory(&decoded, canonical, meta, cfg, fs);
+        return route_directory(&decoded, canonical, meta, guards, cfg, fs);
     }
     let name = decoded.file_name().unwrap_or_default();
-    route_file(name, canonical, meta, cfg)
+    route_file(name, canonical, meta, guards, cfg)
 }
 
 fn is_dynamic(d: &DecodedPath, cfg: &Config) -> bool {
@@ -236,27 +255,47 @@ fn has_hidden_segment(segments: &[Vec<u8>]) -> bool {
         .any(|(i, s)| s.first() == Some(&b'.') && !(i == 0 && s.as_slice() == b".well-known"))
 }
 
-fn htaccess_between(root: &Path, target: &Path, fs: &dyn Fs) -> bool {
-    // Every directory from the root down to the target itself; `file/.htaccess` simply does not exist.
+/// The `.htaccess` files from the root down to the target itself (`file/.htaccess` simply does
+/// not exist), hashed by name and identity; 0 when there is none. A changed, added or removed
+/// `.htaccess` changes the hash, so a verdict bound to it no longer applies.
+fn htaccess_chain(root: &Path, target: &Path, fs: &dyn Fs) -> u64 {
     let Ok(rel) = target.strip_prefix(root) else {
-        return false;
+        return 0;
     };
     let mut dir = root.to_path_buf();
-    if fs.exists(&dir.join(".htaccess")) {
-        return true;
-    }
+    let mut chain = 0;
+    let look = |dir: &Path, chain: &mut u64| {
+        let file = dir.join(".htaccess");
+        if fs.exists(&file) {
+            // A dangling or unreadable one still counts: Apache refuses the request then.
+            let id = fs.stat(&file).ok().map(|m| (m.dev, m.ino, m.len, m.mtime));
+            *chain = mix(*chain, hash_of(&(file, id)));
+        }
+    };
+    look(&dir, &mut chain);
     for c in rel.components() {
         dir.push(c);
         // Below a name that does not exist nothing does: stop there, so a missing path of
         // thousands of segments costs one look-up per existing level, not one per segment.
         if !fs.exists(&dir) {
-            return false;
+            break;
         }
-        if fs.exists(&dir.join(".htaccess")) {
-            return true;
-        }
+        look(&dir, &mut chain);
     }
-    false
+    chain
+}
+
+fn hash_of<T: std::hash::Hash>(value: &T) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
+}
+
+/// Combines two chain hashes; 0 (no `.htaccess`) is neutral.
+fn mix(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => hash_of(&(a, b)),
+    }
 }
 
 /// Canonicalizes `target` and checks it is inside `root`, that the resolved name is not hidden or
@@ -272,9 +311,6 @@ fn resolve_inside(root: &Path, target: &Path, fs: &dyn Fs) -> Result<PathBuf, Ro
         let segs: Vec<Vec<u8>> = rel.iter().map(|s| s.as_bytes().to_vec()).collect();
         if has_hidden_segment(&segs) {
             return Err(Route::Backend(BackendReason::Hidden));
-        }
-        if htaccess_between(root, &canonical, fs) {
-            return Err(Route::Backend(BackendReason::Htaccess));
         }
     }
     Ok(canonical)
@@ -308,7 +344,14 @@ pub fn slash_redirect(raw_path: &str, query: Option<&str>) -> String {
     loc
 }
 
-fn route_directory(d: &DecodedPath, dir: PathBuf, meta: Meta, cfg: &Config, fs: &dyn Fs) -> Route {
+fn route_directory(
+    d: &DecodedPath,
+    dir: PathBuf,
+    meta: Meta,
+    guards: u64,
+    cfg: &Config,
+    fs: &dyn Fs,
+) -> Route {
     for index in &cfg.index {
         let candidate = dir.join(index);
         if !fs.exists(&candidate) {
@@ -325,7 +368,7 @@ fn route_directory(d: &DecodedPath, dir: PathBuf, meta: Meta, cfg: &Config, fs: 
         };
         return match fs.stat(&canonical) {
             Ok(m) if m.kind == Kind::Dir => continue,
-            Ok(m) => route_file(index.as_bytes(), canonical, m, cfg),
+            Ok(m) => route_file(index.as_bytes(), canonical, m, guards, cfg),
             Err(e) => io_route(&e),
         };
     }
@@ -339,17 +382,25 @@ fn route_directory(d: &DecodedPath, dir: PathBuf, meta: Meta, cfg: &Config, fs: 
         path: dir,
         display: d.display(),
         meta,
+        guards,
     })
 }
 
-fn route_file(name: &[u8], path: PathBuf, meta: Meta, cfg: &Config) -> Route {
+fn route_file(name: &[u8], path: PathBuf, meta: Meta, guards: u64, cfg: &Config) -> Route {
     // 8. A FIFO, socket or device is never opened, and never handed on either: Apache's worker
     // would block in open() on a FIFO forever. The front answers it.
     if meta.kind != Kind::File {
         return Route::Reject(Reject::Forbidden("not a regular file"));
     }
-    // kHTTPd's permission rules: at least one perm_required bit, none of perm_forbid.
-    if meta.mode & cfg.perm_required == 0 || meta.mode & cfg.perm_forbid != 0 {
+    // kHTTPd's permission rules: at least one perm_required bit, none of perm_forbid. With a
+    // backend, execute bits alone (common after `chmod -R 755`) are left to verification: Apache
+    // shows whether it runs the file or sends it.
+    let forbid = if cfg.backends.is_empty() {
+        cfg.perm_forbid
+    } else {
+        cfg.perm_forbid & !0o111
+    };
+    if meta.mode & cfg.perm_required == 0 || meta.mode & forbid != 0 {
         return Route::Backend(BackendReason::Permission);
     }
     // A symlink may name a dynamic file under a harmless name; judge the file actually served too.
@@ -366,7 +417,12 @@ fn route_file(name: &[u8], path: PathBuf, meta: Meta, cfg: &Config) -> Route {
         }
         None => return Route::Backend(BackendReason::UnknownType),
     };
-    Route::Static(StaticFile { path, meta, mime })
+    Route::Static(StaticFile {
+        path,
+        meta,
+        mime,
+        guards,
+    })
 }
 
 #[cfg(test)]
@@ -520,6 +576,43 @@ mod tests {
             s.get("/pub/link.html"),
             Route::Backend(BackendReason::Htaccess)
         );
+    }
+
+    /// Issue 15: with a backend, an `.htaccess` no longer sends a subtree to it by itself, and
+    /// execute bits alone do not either; verification decides, bound to the `.htaccess` chain.
+    #[test]
+    fn with_a_backend_htaccess_and_execute_bits_are_evidence_not_verdicts() {
+        let s = Site::new(&["--backend", "127.0.0.1:9"]);
+        s.file(".htaccess", 0o644)
+            .file("a.html", 0o644)
+            .file("x.js", 0o755)
+            .file("sub/b.html", 0o644)
+            .file("suid.html", 0o4755)
+            .file("private.html", 0o640);
+        let guards = |r: Route| match r {
+            Route::Static(f) => f.guards,
+            other => panic!("not static: {other:?}"),
+        };
+        let root_only = guards(s.get("/a.html"));
+        assert_ne!(root_only, 0);
+        assert_eq!(
+            guards(s.get("/x.js")),
+            root_only,
+            "execute bits: verification decides"
+        );
+        assert_eq!(guards(s.get("/sub/b.html")), root_only);
+        s.file("sub/.htaccess", 0o644);
+        let deeper = guards(s.get("/sub/b.html"));
+        assert_ne!(deeper, root_only, "a new .htaccess changes the evidence");
+        assert_eq!(
+            s.get("/suid.html"),
+            Route::Backend(BackendReason::Permission)
+        );
+        assert_eq!(
+            s.get("/private.html"),
+            Route::Backend(BackendReason::Permission)
+        );
+        assert_eq!(s.get("/.htaccess"), Route::Backend(BackendReason::Hidden));
     }
 
     #[test]

@@ -68,14 +68,18 @@ pub struct Shared {
     pub stats: Vec<Arc<DaemonStats>>,
     /// File bodies, compressed variants, listings and routing verdicts (sized at start).
     pub cache: Arc<Cache>,
+    /// Apache's verdicts on static URLs (sized at start; `khttpd-ctl flush` empties it).
+    pub verifier: Arc<crate::verify::Verifier>,
 }
 
 impl Shared {
     /// State for `threads` main daemons.
     pub fn new(runtime: Runtime, access_log: Arc<AccessLog>, threads: usize) -> Arc<Shared> {
         let cache = Cache::new(runtime.config.cache.clone());
+        let verifier = crate::verify::Verifier::new(runtime.config.verify_max);
         Arc::new(Shared {
             cache,
+            verifier,
             current: ArcSwap::from_pointee(runtime),
             access_log,
             open: Arc::new(OpenConnections::default()),

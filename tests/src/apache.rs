@@ -322,6 +322,7 @@ fn render_conf(
         "filter",
         "remoteip",
         "alias",
+        "autoindex",
     ] {
         conf.push_str(&format!(
             "<IfModule !{name}_module>\n    LoadModule {name}_module \"{}/mod_{name}.so\"\n</IfModule>\n",
@@ -375,12 +376,12 @@ fn render_conf(
     }
     let docroot = docroot.display();
     conf.push_str(&format!(
-        "\n# As in Debian's and the php image's defaults: nothing outside the\n\
-         # DocumentRoot is served.\n\
+        "\n# As in Debian's defaults: nothing outside the DocumentRoot is served, and\n\
+         # directories without an index file are listed (Debian's `Options Indexes`).\n\
          <Directory />\n    Options FollowSymLinks\n    AllowOverride None\n    Require all denied\n</Directory>\n\
          DocumentRoot \"{docroot}\"\n\
          # SSI is enabled by the shared conf, for .shtml files only.\n\
-         <Directory \"{docroot}\">\n    Options +FollowSymLinks\n    AllowOverride All\n    Require all granted\n</Directory>\n\n"
+         <Directory \"{docroot}\">\n    Options +FollowSymLinks +Indexes\n    AllowOverride All\n    Require all granted\n</Directory>\n\n"
     ));
     conf.push_str(&options.extra);
     conf.push('\n');

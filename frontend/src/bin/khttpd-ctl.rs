@@ -52,6 +52,9 @@ enum Command {
     Reload,
     /// Reopen the access log, after logrotate moved it.
     ReopenLogs,
+    /// Drop every verification verdict (after `apachectl graceful`): each static URL is asked of
+    /// the backend again before the front serves it.
+    Flush,
     /// Show one knob (documentroot, dynamic, maxconnect, logging, …), or all of them.
     Get {
         /// The knob; all of them when left out.
@@ -84,6 +87,7 @@ impl Command {
             Command::Unload => Request::Unload,
             Command::Reload => Request::Reload,
             Command::ReopenLogs => Request::ReopenLogs,
+            Command::Flush => Request::Flush,
             Command::Get { key } => Request::Get { key },
             Command::Set { key, value } => Request::Set { key, value },
         }

@@ -154,21 +154,37 @@ fn php_form_flow_and_ssi_through_the_front() {
 }
 
 #[test]
-fn static_files_never_reach_apache_and_missing_ones_do() {
+fn static_files_reach_apache_once_for_verification_and_missing_ones_always() {
     let doc = Docroot::new();
     let a = apache(&doc, ApacheOptions::default());
     let f = front(&doc, a.addr, &["--route-header"]);
-    for path in [
+    let statics = [
         "/",
         "/assets/style.css",
         "/assets/app.js?v=3",
         "/assets/logo.png",
         "/files/",
         "/files/readme.txt",
-    ] {
-        let r = http::get(f.addr, path);
+    ];
+    for path in statics {
+        let first = http::get(f.addr, path);
+        assert_eq!(first.status, 200, "{path}: Apache's answer first");
+        let r = http::until_front_serves(f.addr, path, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{path} never verified:\n{}", a.access_log()));
         assert_eq!(r.status, 200, "{path}");
-        assert_eq!(r.header("x-khttpd-route"), Some("static"), "{path}");
+    }
+    // Verified: from now on Apache sees none of them.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = a.access_log().lines().count();
+    for path in statics {
+        for _ in 0..3 {
+            let r = http::get(f.addr, path);
+            assert_eq!(
+                (r.status, r.header("x-khttpd-route")),
+                (200, Some("static")),
+                "{path}"
+            );
+        }
     }
     let missing = http::get(f.addr, "/no/such/page");
     assert_eq!(missing.status, 404);
@@ -185,17 +201,17 @@ fn static_files_never_reach_apache_and_missing_ones_do() {
         "{}",
         app.text()
     );
+    let log = a.access_log();
+    let after: Vec<&str> = log.lines().skip(before).collect();
     for path in [
         "/assets/style.css",
         "/assets/app.js",
         "/files/",
         "/files/readme.txt",
     ] {
-        assert_eq!(
-            apache_saw(&a, path),
-            0,
-            "{path} reached Apache:\n{}",
-            a.access_log()
+        assert!(
+            !after.iter().any(|l| l.contains(&format!(" {path} HTTP/"))),
+            "{path} reached Apache after its verification:\n{log}"
         );
     }
     // An .htaccess-guarded directory is Apache's to judge: its 403, never the file.
@@ -302,6 +318,9 @@ fn relayed_answers_match_the_full_pipeline() {
     let doc = Docroot::new();
     let a = apache(&doc, ApacheOptions::default());
     let f = front(&doc, a.addr, &["--threads", "1", "--route-header"]);
+    assert!(
+        http::until_front_serves(f.addr, "/assets/style.css", Duration::from_secs(5)).is_some()
+    );
     let fields = |r: &http::Response| {
         let mut h: Vec<(String, String)> = r
             .headers
@@ -376,7 +395,12 @@ fn relayed_answers_match_the_full_pipeline() {
         });
         assert!(seen.is_some(), "Apache saw /fixed.php?n={n} once");
     }
-    assert_eq!(apache_saw(&a, "/assets/style.css"), 0);
+    // Apache saw the first request and the verification probe, nothing since.
+    assert!(
+        apache_saw(&a, "/assets/style.css") <= 2,
+        "{}",
+        a.access_log()
+    );
 }
 
 #[test]
@@ -500,8 +524,16 @@ fn proxy_protocol_v2_shows_the_real_client() {
 fn apache_down_gives_502_fast_static_still_served_and_recovery() {
     let doc = Docroot::new();
     let mut a = apache(&doc, ApacheOptions::default());
-    let f = front(&doc, a.addr, &["--backend-cooldown", "0.5"]);
+    let f = front(
+        &doc,
+        a.addr,
+        &["--backend-cooldown", "0.5", "--route-header"],
+    );
     assert_eq!(http::get(f.addr, "/env.php").status, 200);
+    // Verified while Apache was up: the verdict outlives Apache's absence until it expires.
+    assert!(
+        http::until_front_serves(f.addr, "/assets/style.css", Duration::from_secs(5)).is_some()
+    );
     a.stop();
     let started = Instant::now();
     let r = http::get(f.addr, "/env.php");
@@ -512,10 +544,17 @@ fn apache_down_gives_502_fast_static_still_served_and_recovery() {
         started.elapsed()
     );
     assert!(!r.text().contains("<?php"), "never the source");
+    let css = http::get(f.addr, "/assets/style.css");
     assert_eq!(
-        http::get(f.addr, "/assets/style.css").status,
-        200,
-        "static files still served"
+        (css.status, css.header("x-khttpd-route")),
+        (200, Some("static")),
+        "verified static files still served"
+    );
+    // Never verified: nothing says what Apache would make of it, so it fails closed.
+    let js = http::get(f.addr, "/assets/app.js");
+    assert_eq!(
+        (js.status, js.header("x-khttpd-route")),
+        (502, Some("error"))
     );
     a.start_again();
     let back = khttpd_tests::wait_until(Duration::from_secs(5), || {

@@ -539,6 +539,14 @@ fn compose_topology_natively_routes_the_sample_site_as_its_first_page_says() {
             .collect();
     assert!(rows.iter().any(|(_, e)| e == "static") && rows.iter().any(|(_, e)| e == "backend"));
     for (path, expect) in &rows {
+        if expect == "static" {
+            // The first requests go to Apache until it has answered the verification probe.
+            assert!(
+                http::until_front_serves(front.addr, path, Duration::from_secs(5)).is_some(),
+                "{path} never verified:\n{}",
+                apache.access_log()
+            );
+        }
         let r = http::request(front.addr, "HEAD", path, &[], b"");
         assert_eq!(
             r.header("x-khttpd-route"),
