@@ -494,6 +494,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// With a backend, the front serves a static URL itself only once Apache has answered its
+/// verification probe for it (frontend/src/verify.rs): the first requests go to Apache. This asks
+/// `path` until the front answers it itself (`X-Khttpd-Route: static`; the server must run with
+/// `--route-header`), for at most `timeout`, and returns that answer, or `None`.
+pub fn until_front_serves(addr: SocketAddr, path: &str, timeout: Duration) -> Option<Response> {
+    crate::wait_until(timeout, || {
+        let r = get(addr, path);
+        (r.header("x-khttpd-route") == Some("static")).then_some(r)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,15 +625,4 @@ mod tests {
         let text = String::from_utf8(build_request("GET", "/", &[], b"", false)).unwrap();
         assert_eq!(text, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     }
-}
-
-/// With a backend, the front serves a static URL itself only once Apache has answered its
-/// verification probe for it (frontend/src/verify.rs): the first requests go to Apache. This asks
-/// `path` until the front answers it itself (`X-Khttpd-Route: static`; the server must run with
-/// `--route-header`), for at most `timeout`, and returns that answer, or `None`.
-pub fn until_front_serves(addr: SocketAddr, path: &str, timeout: Duration) -> Option<Response> {
-    crate::wait_until(timeout, || {
-        let r = get(addr, path);
-        (r.header("x-khttpd-route") == Some("static")).then_some(r)
-    })
 }
