@@ -300,6 +300,19 @@ fn parse_secs(s: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("expected a number of seconds between 0 and 86400, got {s:?}"))
 }
 
+impl Config {
+    /// The permission bits that keep a file from the front. With a backend, execute bits alone
+    /// (common after `chmod -R 755`) are left to verification: Apache shows whether it runs the
+    /// file or sends it. Without one, kHTTPd's `perm_forbid` as it is.
+    pub fn forbidden_bits(&self) -> u32 {
+        if self.backends.is_empty() {
+            self.perm_forbid
+        } else {
+            self.perm_forbid & !0o111
+        }
+    }
+}
+
 /// Extensions that a stock Apache runs or refuses rather than sends: Debian's mod_php runs
 /// `.php`, `.phtml` and `.phar` and refuses `.phps`; `.php3`–`.php8` and `.pht` are mapped to PHP by
 /// older or other packagings; `.shtml` goes through mod_include, `.cgi`, `.pl` and `.py` through

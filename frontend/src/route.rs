@@ -392,15 +392,9 @@ fn route_file(name: &[u8], path: PathBuf, meta: Meta, guards: u64, cfg: &Config)
     if meta.kind != Kind::File {
         return Route::Reject(Reject::Forbidden("not a regular file"));
     }
-    // kHTTPd's permission rules: at least one perm_required bit, none of perm_forbid. With a
-    // backend, execute bits alone (common after `chmod -R 755`) are left to verification: Apache
-    // shows whether it runs the file or sends it.
-    let forbid = if cfg.backends.is_empty() {
-        cfg.perm_forbid
-    } else {
-        cfg.perm_forbid & !0o111
-    };
-    if meta.mode & cfg.perm_required == 0 || meta.mode & forbid != 0 {
+    // kHTTPd's permission rules: at least one perm_required bit, none of perm_forbid (with a
+    // backend, execute bits are left to verification).
+    if meta.mode & cfg.perm_required == 0 || meta.mode & cfg.forbidden_bits() != 0 {
         return Route::Backend(BackendReason::Permission);
     }
     // A symlink may name a dynamic file under a harmless name; judge the file actually served too.

@@ -301,7 +301,7 @@ pub async fn representation(
         file.path.clone(),
         file.meta,
         cfg.perm_required,
-        cfg.perm_forbid,
+        cfg.forbidden_bits(),
     );
     let load = move || {
         let f = open_checked(&path, &meta, req, forbid)?;
@@ -316,7 +316,7 @@ pub async fn representation(
         root: cfg.root.clone(),
         mtime: file.meta.mtime,
         perm_required: cfg.perm_required,
-        perm_forbid: cfg.perm_forbid,
+        perm_forbid: cfg.forbidden_bits(),
     };
     Ok(cache
         .select(
@@ -393,7 +393,7 @@ fn assemble(bytes: &Bytes, plan: &[Segment]) -> Bytes {
 }
 
 async fn open_for_streaming(path: PathBuf, meta: Meta, cfg: &Config) -> io::Result<File> {
-    let (req, forbid) = (cfg.perm_required, cfg.perm_forbid);
+    let (req, forbid) = (cfg.perm_required, cfg.forbidden_bits());
     match tokio::task::spawn_blocking(move || open_checked(&path, &meta, req, forbid)).await {
         Ok(r) => r,
         Err(e) => Err(io::Error::other(e)),

@@ -29,5 +29,7 @@ mod readme;
 mod site;
 #[path = "e2e/static_files.rs"]
 mod static_files;
+#[path = "e2e/verification.rs"]
+mod verification;
 #[path = "e2e/wire.rs"]
 mod wire;
