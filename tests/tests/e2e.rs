@@ -11,6 +11,8 @@
 
 #[path = "e2e/apache_harness.rs"]
 mod apache_harness;
+#[path = "e2e/applications.rs"]
+mod applications;
 #[path = "e2e/backend.rs"]
 mod backend;
 #[path = "e2e/compression.rs"]
