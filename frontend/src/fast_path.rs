@@ -479,12 +479,10 @@ fn answer(
         // With a backend, Apache's verdict decides (verify.rs); a URL without one is relayed.
         Route::Static(file) if !f.selection => {
             if ctx.session.is_some()
-                && !ctx.shared.verifier.gate(
-                    path_of(target),
-                    f.host,
-                    Target::File(file),
-                    &runtime.config,
-                )
+                && !ctx
+                    .shared
+                    .verifier
+                    .gate(f.host, Target::File(file), &runtime.config)
             {
                 return relay(BackendReason::Unverified);
             }

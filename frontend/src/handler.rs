@@ -128,11 +128,7 @@ fn gate<B>(route: Arc<Route>, req: &Request<B>, ctx: &ConnCtx, cfg: &Arc<Config>
         _ => return route,
     };
     let host = req.headers().get(HOST).and_then(|v| v.to_str().ok());
-    if ctx
-        .shared
-        .verifier
-        .gate(req.uri().path(), host, target, cfg)
-    {
+    if ctx.shared.verifier.gate(host, target, cfg) {
         route
     } else {
         Arc::new(Route::Backend(BackendReason::Unverified))

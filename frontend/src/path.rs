@@ -64,6 +64,28 @@ impl DecodedPath {
         s
     }
 
+    /// The path in one canonical spelling: every byte outside RFC 3986's unreserved set
+    /// percent-encoded, with its trailing slash. Every spelling of a name (`/a%2Ecss`, `/%61.css`)
+    /// has the same canonical one, which Apache decodes to the same file.
+    pub fn canonical(&self) -> String {
+        const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let mut s = String::from("/");
+        for (i, seg) in self.segments.iter().enumerate() {
+            if i > 0 {
+                s.push('/');
+            }
+            s.extend(percent_encoding::percent_encode(seg, SET));
+        }
+        if self.trailing_slash && !self.segments.is_empty() {
+            s.push('/');
+        }
+        s
+    }
+
     /// The last segment (the file name), if any.
     pub fn file_name(&self) -> Option<&[u8]> {
         self.segments.last().map(Vec::as_slice)
@@ -213,5 +235,20 @@ mod tests {
                 prop_assert!(normal);
             }
         }
+    }
+
+    /// Issue 15: one verdict per file, whatever the spelling.
+    #[test]
+    fn every_spelling_has_one_canonical_form() {
+        let c = |p: &str| decode(p).unwrap().canonical();
+        assert_eq!(c("/a.css"), "/a.css");
+        assert_eq!(c("/a%2Ecss"), "/a.css");
+        assert_eq!(c("/%61.css"), "/a.css");
+        assert_eq!(c("//x/./y/"), c("/x/y/"));
+        assert_eq!(
+            c("/with space/%E6%97%A5.txt"),
+            "/with%20space/%E6%97%A5.txt"
+        );
+        assert_eq!(c("/"), "/");
     }
 }

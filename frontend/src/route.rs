@@ -80,6 +80,9 @@ pub struct StaticFile {
     /// The `.htaccess` files from the root down to the file's directory, as one hash of their
     /// identities (0 when there are none): part of the evidence a verdict is bound to.
     pub guards: u64,
+    /// The request path in its canonical spelling ([`DecodedPath::canonical`]): what verification
+    /// asks Apache and keys its verdict by, so other spellings cannot multiply probes or verdicts.
+    pub url: String,
 }
 
 /// A directory to list.
@@ -93,6 +96,8 @@ pub struct ListingDir {
     pub meta: Meta,
     /// The `.htaccess` chain down to it, hashed (see [`StaticFile::guards`]).
     pub guards: u64,
+    /// The canonical request path (see [`StaticFile::url`]).
+    pub url: String,
 }
 
 /// The verdict for one request.
@@ -227,7 +232,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>, cfg: &Config, fs:
         return route_directory(&decoded, canonical, meta, guards, cfg, fs);
     }
     let name = decoded.file_name().unwrap_or_default();
-    route_file(name, canonical, meta, guards, cfg)
+    route_file(name, canonical, meta, guards, decoded.canonical(), cfg)
 }
 
 fn is_dynamic(d: &DecodedPath, cfg: &Config) -> bool {
@@ -368,7 +373,7 @@ fn route_directory(
         };
         return match fs.stat(&canonical) {
             Ok(m) if m.kind == Kind::Dir => continue,
-            Ok(m) => route_file(index.as_bytes(), canonical, m, guards, cfg),
+            Ok(m) => route_file(index.as_bytes(), canonical, m, guards, d.canonical(), cfg),
             Err(e) => io_route(&e),
         };
     }
@@ -383,10 +388,18 @@ fn route_directory(
         display: d.display(),
         meta,
         guards,
+        url: d.canonical(),
     })
 }
 
-fn route_file(name: &[u8], path: PathBuf, meta: Meta, guards: u64, cfg: &Config) -> Route {
+fn route_file(
+    name: &[u8],
+    path: PathBuf,
+    meta: Meta,
+    guards: u64,
+    url: String,
+    cfg: &Config,
+) -> Route {
     // 8. A FIFO, socket or device is never opened, and never handed on either: Apache's worker
     // would block in open() on a FIFO forever. The front answers it.
     if meta.kind != Kind::File {
@@ -416,6 +429,7 @@ fn route_file(name: &[u8], path: PathBuf, meta: Meta, guards: u64, cfg: &Config)
         meta,
         mime,
         guards,
+        url,
     })
 }
 

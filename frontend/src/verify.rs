@@ -94,6 +94,13 @@ pub enum Target<'a> {
 }
 
 impl Target<'_> {
+    fn url(&self) -> &str {
+        match self {
+            Target::File(f) => &f.url,
+            Target::Listing(d) => &d.url,
+        }
+    }
+
     fn evidence(&self) -> Evidence {
         match self {
             Target::File(f) => Evidence::of_file(f),
@@ -198,17 +205,18 @@ impl Verifier {
         }
     }
 
-    /// Whether the front may answer `path` itself. A URL without a current verdict goes to the
+    /// Whether the front may answer `target` itself. A URL without a current verdict goes to the
     /// backend, and a probe is started for it (at most `--verify-probes` at once, one per URL).
-    /// `host` is the client's Host, which the probe sends too.
+    /// `host` is the client's Host, which the probe sends too. Verdicts are kept by the target's
+    /// canonical path, whatever spelling the client used.
     pub fn gate(
         self: &Arc<Self>,
-        path: &str,
         host: Option<&str>,
         target: Target<'_>,
         cfg: &Arc<Config>,
     ) -> bool {
         let evidence = target.evidence();
+        let path = target.url();
         match self.check(path, &evidence, Instant::now()) {
             Check::Verified => true,
             Check::Refused => false,

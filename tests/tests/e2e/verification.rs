@@ -233,8 +233,24 @@ fn no_answer_from_the_front_that_apache_alone_would_not_give() {
         }
     }
 
-    // The same verdicts with the stream of a new Apache configuration: a flush, and a file that
-    // Apache now refuses is the backend's again at once.
+    // Another spelling of a verified name is the same URL: no new probe, no new verdict.
+    let verify = |f: &Front| {
+        let (_, out, _) = f.ctl(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (
+            v["verify"]["probes"].as_u64().unwrap(),
+            v["verify"]["entries"].as_u64().unwrap(),
+        )
+    };
+    let before = verify(&f);
+    for spelling in ["/plain%2Ehtml", "/%70lain.html", "//plain.html"] {
+        let r = http::get(f.addr, spelling);
+        assert_eq!(r.header("x-khttpd-route"), Some("static"), "{spelling}");
+    }
+    assert_eq!(verify(&f), before, "spellings share one verdict");
+
+    // After `apachectl graceful` with a new configuration, `khttpd-ctl flush` drops every verdict:
+    // each URL is Apache's again until it has been asked anew.
     let (code, out, _) = f.ctl(&["flush"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("verdicts dropped"), "{out}");
