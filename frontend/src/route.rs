@@ -212,7 +212,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>, cfg: &Config, fs:
     // 6. and 9. Resolve symlinks; the result must stay inside the canonical root.
     let canonical = match resolve_inside(&cfg.root, &lexical, fs) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if canonical != lexical {
         guards = mix(guards, htaccess_chain(&cfg.root, &canonical, fs));
@@ -303,19 +303,22 @@ fn mix(a: u64, b: u64) -> u64 {
     }
 }
 
-/// Canonicalizes `target` and checks it is inside `root`, that the resolved name is not hidden or
-/// dynamic (a symlink `a.txt -> secret.php` must not expose source), and that no `.htaccess` guards it.
-fn resolve_inside(root: &Path, target: &Path, fs: &dyn Fs) -> Result<PathBuf, Route> {
-    let canonical = fs.canonicalize(target).map_err(|e| io_route(&e))?;
+/// Canonicalizes `target` and checks it is inside `root` and that the resolved name is not hidden
+/// (a symlink `a.txt -> .env` must not expose it); a dynamic resolved name is caught by
+/// `route_file`. The error is the route to answer with instead (boxed: it is the rare case).
+fn resolve_inside(root: &Path, target: &Path, fs: &dyn Fs) -> Result<PathBuf, Box<Route>> {
+    let canonical = fs
+        .canonicalize(target)
+        .map_err(|e| Box::new(io_route(&e)))?;
     let Ok(rel) = canonical.strip_prefix(root) else {
-        return Err(Route::Reject(Reject::Forbidden(
+        return Err(Box::new(Route::Reject(Reject::Forbidden(
             "symlink leads outside the document root",
-        )));
+        ))));
     };
     if canonical != target {
         let segs: Vec<Vec<u8>> = rel.iter().map(|s| s.as_bytes().to_vec()).collect();
         if has_hidden_segment(&segs) {
-            return Err(Route::Backend(BackendReason::Hidden));
+            return Err(Box::new(Route::Backend(BackendReason::Hidden)));
         }
     }
     Ok(canonical)
@@ -368,8 +371,8 @@ fn route_directory(
         let canonical = match resolve_inside(&cfg.root, &candidate, fs) {
             Ok(p) => p,
             // A dangling index symlink is as good as no index.
-            Err(Route::Backend(BackendReason::Missing)) => continue,
-            Err(r) => return r,
+            Err(r) if *r == Route::Backend(BackendReason::Missing) => continue,
+            Err(r) => return *r,
         };
         return match fs.stat(&canonical) {
             Ok(m) if m.kind == Kind::Dir => continue,
