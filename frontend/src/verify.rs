@@ -507,9 +507,9 @@ impl Answer {
         self.fields.iter().any(|(n, _)| n == name)
     }
 
-    /// What no anonymous, identical answer carries: a session, a credential challenge, a variant
-    /// per user, a content coding or a body framed by chunks (SSI and PHP output are chunked).
-    fn personal_or_transformed(&self) -> bool {
+    /// What no answer meant for anyone carries: a session, a credential challenge, a variant per
+    /// user.
+    fn personal(&self) -> bool {
         let varies_by_user = self.fields.iter().any(|(n, v)| {
             n == "vary"
                 && v.split(',').any(|t| {
@@ -519,21 +519,23 @@ impl Answer {
                         || t.eq_ignore_ascii_case("authorization")
                 })
         });
+        self.has("set-cookie") || self.has("www-authenticate") || varies_by_user
+    }
+
+    /// What a file sent as it is never carries: a content coding, or a body framed by chunks
+    /// (SSI and PHP output are chunked; Apache sends a file with its Content-Length).
+    fn transformed(&self) -> bool {
         let coded = self
             .field("content-encoding")
             .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
-        self.has("set-cookie")
-            || self.has("www-authenticate")
-            || self.has("transfer-encoding")
-            || varies_by_user
-            || coded
+        coded || self.has("transfer-encoding")
     }
 }
 
 /// Whether Apache's answer is the file as it is on disk: 200 with all of it, or 206 with the
 /// first bytes asked and the file's size in `Content-Range`.
 pub fn judge_file(head: &Answer, body: &[u8], expected: &[u8], len: u64) -> bool {
-    if head.personal_or_transformed() {
+    if head.personal() || head.transformed() {
         return false;
     }
     let length: Option<u64> = head
@@ -561,7 +563,8 @@ pub fn judge_file(head: &Answer, body: &[u8], expected: &[u8], len: u64) -> bool
 /// Whether Apache lists the directory itself (mod_autoindex's page for that path), so the front's
 /// listing shows what Apache would let anyone see.
 pub fn judge_listing(head: &Answer, body: &[u8], display: &str) -> bool {
-    if head.status != 200 || head.personal_or_transformed() {
+    // mod_autoindex streams its page in chunks; only who may see it matters here.
+    if head.status != 200 || head.personal() {
         return false;
     }
     let html = head
@@ -636,6 +639,14 @@ mod tests {
         let (a, b) = answer(page);
         assert!(judge_listing(&a, &b, "/files/"));
         assert!(!judge_listing(&a, &b, "/other/"));
+        let (a, b) = answer(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n\
+             2d\r\n<html><head><title>Index of /big</title></head>\r\n0\r\n\r\n",
+        );
+        assert!(
+            judge_listing(&a, &b, "/big/"),
+            "a long listing comes in chunks"
+        );
         let (a, b) = answer("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
         assert!(!judge_listing(&a, &b, "/files/"));
         let (a, b) = answer(
