@@ -245,6 +245,9 @@ pub struct Scanner {
     max_head: usize,
     chunk_size: u64,
     heads_done: u64,
+    /// The body being read belongs to a request asking for an upgrade: follow (and time) the body,
+    /// then stand aside, since what follows may be another protocol.
+    then_aside: bool,
 }
 
 impl Scanner {
@@ -257,6 +260,7 @@ impl Scanner {
             max_head,
             chunk_size: 0,
             heads_done: 0,
+            then_aside: false,
         }
     }
 
@@ -344,10 +348,11 @@ impl Scanner {
                     };
                     self.head.clear();
                     match verdict {
-                        Ok(State::Head) => head_start = Some(i),
-                        Ok(next) => {
+                        Ok((State::Head, _)) => head_start = Some(i),
+                        Ok((next, upgrade)) => {
                             self.chunk_size = 0;
                             self.state = next;
+                            self.then_aside = upgrade;
                         }
                         Err(()) => return self.poison(bytes, head_start.unwrap_or(i - 1)),
                     }
@@ -356,10 +361,12 @@ impl Scanner {
                 State::Body(n) => {
                     let take = n.min((bytes.len() - i) as u64);
                     i += take as usize;
-                    self.state = if n == take {
-                        State::Head
-                    } else {
+                    self.state = if n != take {
                         State::Body(n - take)
+                    } else if self.then_aside {
+                        State::Aside
+                    } else {
+                        State::Head
                     };
                     head_start = Some(i);
                     self.prev = 0;
@@ -431,7 +438,11 @@ impl Scanner {
                         return self.poison(bytes, head_start.unwrap_or(i))
                     }
                     b'\n' if line_empty => {
-                        self.state = State::Head;
+                        self.state = if self.then_aside {
+                            State::Aside
+                        } else {
+                            State::Head
+                        };
                         head_start = Some(i + 1);
                     }
                     b'\n' => self.state = State::Trailer { line_empty: true },
@@ -456,14 +467,15 @@ impl Scanner {
     }
 }
 
-/// Decides the framing of the body after a complete head. Err: poison (ambiguous framing).
-fn after_head(head: &[u8]) -> Result<State, ()> {
+/// Decides the framing of the body after a complete head, and whether the request asks for an
+/// upgrade. Err: poison (ambiguous framing).
+fn after_head(head: &[u8]) -> Result<(State, bool), ()> {
     // Most heads name none of the fields that decide framing: skip parsing those.
     if head.is_ascii() && !mentions_framing(head) {
         return Ok(if head.starts_with(b"CONNECT ") {
-            State::Aside
+            (State::Aside, true)
         } else {
-            State::Head
+            (State::Head, false)
         });
     }
     let mut headers = [httparse::EMPTY_HEADER; 128];
@@ -471,7 +483,7 @@ fn after_head(head: &[u8]) -> Result<State, ()> {
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         // hyper will refuse the same bytes with its own 400 or 431.
-        _ => return Ok(State::Aside),
+        _ => return Ok((State::Aside, false)),
     }
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -492,15 +504,16 @@ fn after_head(head: &[u8]) -> Result<State, ()> {
             upgrade = true;
         }
     }
-    if upgrade {
-        return Ok(State::Aside);
-    }
-    match (length, chunked) {
-        (Some(_), true) => Err(()),
-        (_, true) => Ok(State::ChunkSize { digits: 0 }),
-        (Some(0) | None, false) => Ok(State::Head),
-        (Some(n), false) => Ok(State::Body(n)),
-    }
+    // An upgrade's own body (a POST with `Upgrade:`) is still a request body: followed, and under
+    // the body timeout, whatever the headers say; only after it may the bytes be another protocol.
+    let state = match (length, chunked) {
+        (Some(_), true) => return Err(()),
+        (_, true) => State::ChunkSize { digits: 0 },
+        (Some(0) | None, false) if upgrade => State::Aside,
+        (Some(0) | None, false) => State::Head,
+        (Some(n), false) => State::Body(n),
+    };
+    Ok((state, upgrade))
 }
 
 /// Whether the head read so far (`kept` then `line`, which ends with CRLF) ends with an empty line.
@@ -661,6 +674,28 @@ mod tests {
         s.feed(&mut b);
         assert!(s.is_aside());
         assert!(!b.contains(&POISON));
+    }
+
+    /// Issue 16: a body sent with `Upgrade:` is a body: followed (so under the body timeout)
+    /// until it ends, and only then does the guard stand aside.
+    #[test]
+    fn an_upgrade_requests_body_is_followed_before_standing_aside() {
+        let mut s = Scanner::new(16384);
+        let mut b =
+            b"POST /x HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\nab".to_vec();
+        s.feed(&mut b);
+        assert_eq!(s.phase(), Phase::Body);
+        let mut rest = b"cde\x81\x05hello".to_vec();
+        s.feed(&mut rest);
+        assert!(s.is_aside());
+        assert!(!rest.contains(&POISON));
+        let mut s = Scanner::new(16384);
+        let mut b = b"POST /x HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na".to_vec();
+        s.feed(&mut b);
+        assert_eq!(s.phase(), Phase::Body);
+        let mut rest = b"\r\n0\r\n\r\nanything".to_vec();
+        s.feed(&mut rest);
+        assert!(s.is_aside());
     }
 
     proptest::proptest! {

@@ -656,22 +656,30 @@ fn stalled_request_body_is_cut_at_the_body_timeout() {
     let doc = Docroot::new();
     let a = apache(&doc, ApacheOptions::default());
     let f = front(&doc, a.addr, &["--body-timeout", "1"]);
-    let mut s = TcpStream::connect(f.addr).unwrap();
-    s.write_all(b"POST /upload.php HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc")
+    // Issue 16: an `Upgrade:` field on the request does not switch the timeout off.
+    for upgrade in ["", "Connection: Upgrade\r\nUpgrade: websocket\r\n"] {
+        let mut s = TcpStream::connect(f.addr).unwrap();
+        s.write_all(
+            format!(
+                "POST /upload.php HTTP/1.1\r\nHost: a\r\n{upgrade}Content-Length: 100000\r\n\r\nabc"
+            )
+            .as_bytes(),
+        )
         .unwrap();
-    let started = Instant::now();
-    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-    let mut sink = Vec::new();
-    let _ = s.read_to_end(&mut sink);
-    let waited = started.elapsed();
-    assert!(
-        waited < Duration::from_secs(4),
-        "a stalled upload held the connection for {waited:?}"
-    );
-    assert!(
-        waited >= Duration::from_millis(800),
-        "cut before the body timeout: {waited:?}"
-    );
+        let started = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(4),
+            "a stalled upload ({upgrade:?}) held the connection for {waited:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(800),
+            "cut before the body timeout: {waited:?}"
+        );
+    }
 }
 
 /// Issues 15 and 16 with a real Apache behind the front: a FIFO is answered by the front and never
