@@ -336,6 +336,8 @@ fn decide(
 struct Miss {
     target: String,
     accept_encoding: Option<String>,
+    /// A HEAD: the cache is filled with the file, never with a compression nobody will read.
+    head_only: bool,
 }
 
 /// Fills the cache for `miss` as the full pipeline would: a fresh verdict, the body read once, the
@@ -361,6 +363,11 @@ async fn warm(miss: Miss, ctx: &ConnCtx, runtime: &crate::state::Runtime) {
             file.meta.len,
             cache.config().compress_min,
         );
+        let negotiate = match (negotiate, miss.head_only) {
+            (false, _) => static_file::Negotiate::No,
+            (true, true) => static_file::Negotiate::CachedOnly,
+            (true, false) => static_file::Negotiate::Compress,
+        };
         let _ = static_file::representation(
             file,
             miss.accept_encoding.as_deref(),
@@ -454,6 +461,7 @@ fn answer(
         *miss = Some(Miss {
             target: target.to_owned(),
             accept_encoding: f.accept_encoding.map(str::to_owned),
+            head_only,
         });
         None
     };
@@ -503,6 +511,8 @@ fn answer(
     ) {
         match cache.select_cached(&key, f.accept_encoding, &Encoding::COMPRESSED, &identity) {
             Some(rep) => rep,
+            // A HEAD takes the file as it is rather than wait for (or start) a compression.
+            None if head_only => identity,
             None => return remember(miss),
         }
     } else {

@@ -137,10 +137,22 @@ pub async fn serve(
 
     let (head, source) = if len <= cache.config().max_file {
         let accept = joined(headers, &ACCEPT_ENCODING);
+        // A HEAD sends no body, so it never starts a compression (a HEAD with `br` for a 2 MB
+        // file would cost seconds of CPU for nothing): it gets a variant already made, else the
+        // file as it is.
+        let work = if *method == Method::HEAD {
+            Negotiate::CachedOnly
+        } else {
+            Negotiate::Compress
+        };
         let rep = match representation(
             &file,
             accept.as_deref(),
-            compressible && !ranged,
+            if compressible && !ranged {
+                work
+            } else {
+                Negotiate::No
+            },
             cfg,
             cache,
         )
@@ -279,13 +291,25 @@ pub async fn serve(
     Served::Answer(r)
 }
 
+/// How far [`representation`] may go for a compressed variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiate {
+    /// The file as it is (not worth compressing, or a Range).
+    No,
+    /// A variant the cache already holds, else the file as it is: no compression is started.
+    CachedOnly,
+    /// Compress (or read a precompressed sibling) if the chosen variant is missing.
+    Compress,
+}
+
 /// The cached representation of a small file for an Accept-Encoding value (identity unless
-/// `negotiate`): read once per file version, each encoding compressed (or taken from a sibling) once.
-/// A file that is no longer the routed version is an error [`is_stale`] recognises.
+/// `negotiate` allows a variant): read once per file version, each encoding compressed (or taken
+/// from a sibling) once. A file that is no longer the routed version is an error [`is_stale`]
+/// recognises.
 pub async fn representation(
     file: &StaticFile,
     accept_encoding: Option<&str>,
-    negotiate: bool,
+    negotiate: Negotiate,
     cfg: &Config,
     cache: &Arc<Cache>,
 ) -> io::Result<Representation> {
@@ -308,8 +332,14 @@ pub async fn representation(
         read_exact_at(&f, 0, meta.len as usize)
     };
     let identity = cache.identity(&key, &fh, load).await?;
-    if !negotiate {
-        return Ok(identity);
+    match negotiate {
+        Negotiate::No => return Ok(identity),
+        Negotiate::CachedOnly => {
+            return Ok(cache
+                .select_cached(&key, accept_encoding, &Encoding::COMPRESSED, &identity)
+                .unwrap_or(identity))
+        }
+        Negotiate::Compress => {}
     }
     let sib = Sibling {
         path: file.path.clone(),
