@@ -229,6 +229,12 @@ pub struct Args {
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
     pub defer_accept: bool,
 
+    /// Check the configuration and exit (nginx's -t): flags, environment and config file are
+    /// validated exactly as at start, the effective configuration is printed, nothing is bound;
+    /// exit status 0 when valid, 64 when not.
+    #[arg(short = 't', long)]
+    pub check_config: bool,
+
     /// TOML configuration file with the same keys as these flags (`port = 80`, `backend =
     /// ["127.0.0.1:8080"]`); flags and environment variables override it; `khttpd-ctl reload` re-reads it.
     #[arg(long, env = "KHTTPD_CONFIG")]
@@ -459,6 +465,18 @@ impl TryFrom<Args> for Config {
         }
         let mut backends = Vec::new();
         for b in a.backend.iter().filter(|b| !b.trim().is_empty()) {
+            // nginx's proxy_pass takes a URL; ours takes what Apache's Listen takes.
+            if let Some((scheme, rest)) = b.trim().split_once("://") {
+                let hostport = rest.trim_end_matches('/');
+                return Err(ConfigError(format!(
+                    "--backend {b:?}: drop the scheme, the backend is HOST:PORT (--backend {hostport}){}",
+                    if scheme.eq_ignore_ascii_case("https") {
+                        "; the backend is spoken to in plain HTTP/1.1"
+                    } else {
+                        ""
+                    }
+                )));
+            }
             let addr = b
                 .trim()
                 .to_socket_addrs()
@@ -657,6 +675,22 @@ mod tests {
         assert!(parse_on_off("maybe").is_err());
         assert!(parse_secs("0").is_err());
         assert!(parse_secs("nan").is_err());
+    }
+
+    /// Issue 17: a URL where HOST:PORT belongs says what to write instead.
+    #[test]
+    fn a_backend_with_a_scheme_says_to_drop_it() {
+        let err = Config::try_from(args(&[
+            "--root",
+            "/tmp",
+            "--backend",
+            "http://127.0.0.1:8080/",
+        ]))
+        .unwrap_err();
+        assert!(
+            err.0.contains("drop the scheme") && err.0.contains("--backend 127.0.0.1:8080)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -236,6 +236,33 @@ fn without_flags(words: &[OsString], flags: &[&OsString]) -> Vec<OsString> {
     out
 }
 
+/// A TOML syntax error as one line that keeps what is wrong: `line 3, column 9: expected …`.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().lines().next().unwrap_or("invalid TOML").trim();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what.to_owned(),
+    }
+}
+
+/// The known key nearest to an unknown one, when it is near enough to be a typo.
+fn nearest_key(key: &str) -> Option<String> {
+    let key = key.replace('_', "-");
+    Args::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| *l != "config" && *l != "help" && *l != "version")
+        .map(|l| (strsim::levenshtein(&key, l), l))
+        .filter(|(d, l)| *d <= 2.max(l.len() / 4))
+        .min()
+        .map(|(_, l)| l.to_owned())
+}
+
 fn first_line(s: &str) -> String {
     s.lines()
         .find(|l| !l.trim().is_empty())
@@ -253,22 +280,38 @@ fn file_words(path: &Path, given: &clap::ArgMatches) -> Result<Vec<OsString>, Lo
         LoadError::File(format!(
             "config file {}: {}",
             path.display(),
-            first_line(&e.to_string())
+            toml_error(&text, &e)
         ))
     })?;
     let cmd = Args::command();
     let mut words = Vec::new();
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     for (key, value) in &table {
         let id = key.replace('-', "_");
+        if let Some(first) = seen.insert(id.clone(), key) {
+            return Err(LoadError::File(format!(
+                "config file {}: {first:?} and {key:?} are the same key; keep one",
+                path.display()
+            )));
+        }
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_id() == id.as_str() && a.get_long().is_some())
             .ok_or_else(|| {
+                let hint = nearest_key(key)
+                    .map(|k| format!(" (did you mean {k:?}?)"))
+                    .unwrap_or_default();
                 LoadError::File(format!(
-                    "config file {}: unknown key {key:?}",
+                    "config file {}: unknown key {key:?}{hint}",
                     path.display()
                 ))
             })?;
+        if id == "check_config" {
+            return Err(LoadError::File(format!(
+                "config file {}: `check-config` is a command-line switch, not a setting",
+                path.display()
+            )));
+        }
         if id == "config" {
             return Err(LoadError::File(format!(
                 "config file {}: `config` cannot name another file",
@@ -370,6 +413,17 @@ mod tests {
             ("port = [\n", "config file"),
             ("perm_forbid = \"99\"\n", "octal"),
             ("backend = [\"nohostport\"]\n", "HOST:PORT"),
+            // Issue 17: what is wrong survives, with where; typos get a suggestion; one key
+            // spelled twice is refused.
+            (
+                "port = 80 extra\n",
+                "line 1, column 8: string values must be quoted",
+            ),
+            ("max_heads_size = 9000\n", "did you mean \"max-head-size\"?"),
+            (
+                "max_head_size = 9000\nmax-head-size = 9000\n",
+                "are the same key",
+            ),
         ] {
             std::fs::write(&file, text).unwrap();
             let err = settings(dir.path(), &["--config", file.to_str().unwrap()])

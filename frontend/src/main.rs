@@ -29,6 +29,9 @@ fn main() -> ExitCode {
     // Colour only for a person at a terminal: journald and `docker logs` would show the escape codes.
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if args.check_config {
+        return check_config(&args);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(colour)
@@ -49,4 +52,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config` / `-t`: the configuration loaded and validated as at start; print it as the
+/// config file's keys and exit, binding nothing.
+fn check_config(args: &khttpd_front::Args) -> ExitCode {
+    let Ok(serde_json::Value::Object(all)) = serde_json::to_value(args) else {
+        eprintln!("khttpd-front: the configuration cannot be shown");
+        return ExitCode::FAILURE;
+    };
+    let mut out = String::from("# khttpd-front: the configuration is valid; in effect:\n");
+    for (key, value) in all {
+        if key == "check_config" {
+            continue;
+        }
+        let key = key.replace('_', "-");
+        let shown = match (key.as_str(), &value) {
+            ("perm-required", v) | ("perm-forbid", v) => {
+                format!("\"{:o}\"", v.as_u64().unwrap_or(0))
+            }
+            (_, serde_json::Value::Null) => continue,
+            (_, v) => v.to_string(),
+        };
+        out.push_str(&format!("{key} = {shown}\n"));
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
 }

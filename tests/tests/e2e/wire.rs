@@ -229,6 +229,70 @@ fn command_line_errors_exit_64_before_binding() {
     assert_eq!(code, Some(64));
 }
 
+/// Issue 17: `--check-config` / `-t` validates exactly as at start, prints what is in effect and
+/// binds nothing; a bad value or file exits 64 with one line that says what is wrong.
+#[test]
+fn check_config_validates_prints_and_binds_nothing() {
+    let site = Site::new();
+    let port = khttpd_tests::free_port().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(khttpd_tests::binary("khttpd-front"))
+            .args(args)
+            .env_remove("KHTTPD_ROOT")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&[
+        "-t",
+        "--root",
+        site.root_arg(),
+        "--port",
+        &port,
+        "--maxconnect",
+        "77",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("the configuration is valid"), "{out}");
+    assert!(
+        out.contains("maxconnect = 77") && out.contains(&format!("port = {port}")),
+        "{out}"
+    );
+    assert!(out.contains("perm-forbid = \"7111\""), "{out}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err(),
+        "nothing listens"
+    );
+    let (code, _, err) = run(&["--check-config", "--root", "/nonexistent/khttpd"]);
+    assert_eq!(code, Some(64));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k.toml");
+    std::fs::write(&file, "maxconect = 5\n").unwrap();
+    let (code, _, err) = run(&[
+        "-t",
+        "--root",
+        site.root_arg(),
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("did you mean \"maxconnect\"?"), "{err}");
+    let (code, _, err) = run(&[
+        "-t",
+        "--root",
+        site.root_arg(),
+        "--backend",
+        "http://127.0.0.1:8080",
+    ]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("drop the scheme"), "{err}");
+}
+
 #[test]
 fn env_fallbacks_apply() {
     let site = Site::new();
