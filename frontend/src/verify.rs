@@ -120,6 +120,37 @@ pub enum Check {
     Unknown,
 }
 
+/// What a verdict is kept by: the client's `Host` as sent and the canonical path. Apache may answer
+/// the same path differently per virtual host, so a verdict obtained with one `Host` says nothing
+/// about another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    host: Box<str>,
+    path: Box<str>,
+}
+
+/// [`Key`] borrowed, so a lookup allocates nothing; hashes as `Key` does (str fields in order).
+#[derive(Hash)]
+struct KeyRef<'a> {
+    host: &'a str,
+    path: &'a str,
+}
+
+impl quick_cache::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *key.host == *self.host && *key.path == *self.path
+    }
+}
+
+impl KeyRef<'_> {
+    fn owned(&self) -> Key {
+        Key {
+            host: self.host.into(),
+            path: self.path.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Verdict {
     evidence: Evidence,
@@ -163,8 +194,8 @@ pub struct VerifyStats {
 
 /// Apache's verdicts, shared by every main daemon; bounded like every cache.
 pub struct Verifier {
-    verdicts: quick_cache::sync::Cache<String, Verdict>,
-    in_flight: Mutex<HashSet<String>>,
+    verdicts: quick_cache::sync::Cache<Key, Verdict>,
+    in_flight: Mutex<HashSet<Key>>,
     epoch: AtomicU64,
     counters: Counters,
 }
@@ -188,14 +219,15 @@ impl Verifier {
         })
     }
 
-    /// The verdict for `path` as `evidence` stands now.
-    pub fn check(&self, path: &str, evidence: &Evidence, now: Instant) -> Check {
-        let Some(v) = self.verdicts.get(path) else {
+    /// The verdict for `path` asked with `host` as `evidence` stands now.
+    pub fn check(&self, host: &str, path: &str, evidence: &Evidence, now: Instant) -> Check {
+        let key = KeyRef { host, path };
+        let Some(v) = self.verdicts.get(&key) else {
             return Check::Unknown;
         };
         if v.epoch != self.epoch.load(Ordering::Relaxed) || now >= v.expires {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
-            self.verdicts.remove(path);
+            self.verdicts.remove(&key);
             return Check::Unknown;
         }
         match (v.evidence == *evidence, v.positive) {
@@ -207,8 +239,8 @@ impl Verifier {
 
     /// Whether the front may answer `target` itself. A URL without a current verdict goes to the
     /// backend, and a probe is started for it (at most `--verify-probes` at once, one per URL).
-    /// `host` is the client's Host, which the probe sends too. Verdicts are kept by the target's
-    /// canonical path, whatever spelling the client used.
+    /// `host` is the client's Host, which the probe sends too. Verdicts are kept by that Host and
+    /// the target's canonical path, whatever spelling the client used.
     pub fn gate(
         self: &Arc<Self>,
         host: Option<&str>,
@@ -217,7 +249,8 @@ impl Verifier {
     ) -> bool {
         let evidence = target.evidence();
         let path = target.url();
-        match self.check(path, &evidence, Instant::now()) {
+        let host = host.unwrap_or("");
+        match self.check(host, path, &evidence, Instant::now()) {
             Check::Verified => true,
             Check::Refused => false,
             Check::Unknown => {
@@ -253,7 +286,7 @@ impl Verifier {
     fn start_probe(
         self: &Arc<Self>,
         path: &str,
-        host: Option<&str>,
+        host: &str,
         target: Target<'_>,
         evidence: Evidence,
         cfg: &Arc<Config>,
@@ -266,7 +299,7 @@ impl Verifier {
                 .in_flight
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if !running.insert(path.to_owned()) {
+            if !running.insert(KeyRef { host, path }.owned()) {
                 return;
             }
         }
@@ -274,7 +307,7 @@ impl Verifier {
         self.counters.probes.fetch_add(1, Ordering::Relaxed);
         let spec = Probe {
             path: path.to_owned(),
-            host: host.unwrap_or("localhost").to_owned(),
+            host: host.to_owned(),
             kind: match target {
                 Target::File(f) => ProbeKind::File {
                     file: f.path.clone(),
@@ -311,9 +344,14 @@ impl Verifier {
                 }
             };
             // A flush while the probe ran: its answer may predate Apache's new configuration.
+            let key = KeyRef {
+                host: &spec.host,
+                path: &spec.path,
+            }
+            .owned();
             if this.epoch.load(Ordering::Relaxed) == epoch {
                 this.verdicts.insert(
-                    spec.path.clone(),
+                    key.clone(),
                     Verdict {
                         evidence,
                         positive,
@@ -325,7 +363,7 @@ impl Verifier {
             this.in_flight
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&spec.path);
+                .remove(&key);
             this.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -346,6 +384,15 @@ struct Probe {
 }
 
 impl Probe {
+    /// The Host the probe sends: the client's, or (HTTP/1.0 without one) `localhost`.
+    fn host_or_default(&self) -> &str {
+        if self.host.is_empty() {
+            "localhost"
+        } else {
+            &self.host
+        }
+    }
+
     /// Asks the first backend that takes the connection; `Ok(true)` is positive evidence.
     async fn run(&self, cfg: &Config) -> std::io::Result<bool> {
         let expected = match &self.kind {
@@ -388,9 +435,9 @@ impl Probe {
                  Accept: */*\r\nAccept-Encoding: identity\r\nX-Forwarded-For: {}\r\n\
                  X-Forwarded-Proto: http\r\nX-Forwarded-Host: {}\r\nConnection: close\r\n",
                 self.path,
-                self.host,
+                self.host_or_default(),
                 OUTSIDER.ip(),
-                self.host
+                self.host_or_default()
             )
             .as_bytes(),
         );
@@ -667,9 +714,16 @@ mod tests {
             listing: false,
         };
         let now = Instant::now();
-        assert_eq!(v.check("/a", &ev, now), Check::Unknown);
+        let key = || {
+            KeyRef {
+                host: "h",
+                path: "/a",
+            }
+            .owned()
+        };
+        assert_eq!(v.check("h", "/a", &ev, now), Check::Unknown);
         v.verdicts.insert(
-            "/a".into(),
+            key(),
             Verdict {
                 evidence: ev,
                 positive: true,
@@ -677,22 +731,27 @@ mod tests {
                 epoch: 0,
             },
         );
-        assert_eq!(v.check("/a", &ev, now), Check::Verified);
+        assert_eq!(v.check("h", "/a", &ev, now), Check::Verified);
+        assert_eq!(v.check("other", "/a", &ev, now), Check::Unknown, "per Host");
         let changed = Evidence { len: 4, ..ev };
-        assert_eq!(v.check("/a", &changed, now), Check::Unknown, "new version");
+        assert_eq!(
+            v.check("h", "/a", &changed, now),
+            Check::Unknown,
+            "new version"
+        );
         let guarded = Evidence { guards: 9, ..ev };
         assert_eq!(
-            v.check("/a", &guarded, now),
+            v.check("h", "/a", &guarded, now),
             Check::Unknown,
             ".htaccess changed"
         );
         assert_eq!(
-            v.check("/a", &ev, now + Duration::from_secs(61)),
+            v.check("h", "/a", &ev, now + Duration::from_secs(61)),
             Check::Unknown,
             "expired"
         );
         v.verdicts.insert(
-            "/a".into(),
+            key(),
             Verdict {
                 evidence: ev,
                 positive: false,
@@ -700,9 +759,9 @@ mod tests {
                 epoch: 0,
             },
         );
-        assert_eq!(v.check("/a", &ev, now), Check::Refused);
+        assert_eq!(v.check("h", "/a", &ev, now), Check::Refused);
         v.flush();
-        assert_eq!(v.check("/a", &ev, now), Check::Unknown, "flushed");
+        assert_eq!(v.check("h", "/a", &ev, now), Check::Unknown, "flushed");
         assert_eq!(v.stats().expired, 1);
     }
 }
