@@ -173,6 +173,35 @@ pub(crate) fn relay_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// The client a request stands for, as nginx's realip module with `real_ip_recursive on` finds
+/// it: the TCP peer, unless it is a trusted proxy; then the right-most address of the
+/// `X-Forwarded-For` values (in the order received) that is not a trusted proxy itself. An entry
+/// that is not an address ends the walk at the last good one: a client cannot name itself past it.
+pub fn real_client<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a [u8]>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    if !trusted(peer) {
+        return peer;
+    }
+    let values: Vec<&[u8]> = forwarded_for.into_iter().collect();
+    let mut client = peer;
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(|&b| b == b',')) {
+        let Some(ip) = std::str::from_utf8(entry)
+            .ok()
+            .and_then(|t| t.trim().parse::<IpAddr>().ok())
+        else {
+            break;
+        };
+        client = ip;
+        if !trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// Appends the pieces and a CRLF.
 fn push_line(out: &mut Vec<u8>, pieces: &[&[u8]]) {
     for p in pieces {
@@ -524,5 +553,32 @@ mod tests {
                 assert_eq!(got, want, "fields {fields:?}, trusted {trusted}");
             }
         }
+    }
+
+    /// Issue 17: behind a trusted proxy the log names the client, as nginx's realip does.
+    #[test]
+    fn the_real_client_is_the_right_most_untrusted_address() {
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let rc = |peer: &str, xff: &[&str]| {
+            real_client(ip(peer), xff.iter().map(|v| v.as_bytes()), trusted)
+        };
+        assert_eq!(
+            rc("203.0.113.9", &["1.2.3.4"]),
+            ip("203.0.113.9"),
+            "untrusted peer"
+        );
+        assert_eq!(rc("10.0.0.1", &["1.2.3.4"]), ip("1.2.3.4"));
+        assert_eq!(
+            rc("10.0.0.1", &["6.6.6.6, 1.2.3.4, 10.0.0.2"]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            rc("10.0.0.1", &["6.6.6.6", "1.2.3.4"]),
+            ip("1.2.3.4"),
+            "two fields"
+        );
+        assert_eq!(rc("10.0.0.1", &["garbage, 10.0.0.3"]), ip("10.0.0.3"));
+        assert_eq!(rc("10.0.0.1", &[]), ip("10.0.0.1"));
     }
 }

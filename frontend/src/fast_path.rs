@@ -302,6 +302,8 @@ struct Fields<'a> {
     if_modified_since: Option<&'a str>,
     referer: Option<&'a [u8]>,
     user_agent: Option<&'a [u8]>,
+    /// `X-Forwarded-For`, for the log's client behind a trusted proxy (a repeated one: hyper's).
+    forwarded_for: Option<&'a [u8]>,
     /// A Range or a precondition the fast path does not evaluate.
     selection: bool,
 }
@@ -443,6 +445,11 @@ fn answer(
             }
             7 if name.eq_ignore_ascii_case(b"referer") => f.referer = Some(h.value),
             10 if name.eq_ignore_ascii_case(b"user-agent") => f.user_agent = Some(h.value),
+            15 if name.eq_ignore_ascii_case(b"x-forwarded-for")
+                && f.forwarded_for.replace(h.value).is_some() =>
+            {
+                return None
+            }
             // Anything that changes framing: hyper's, whatever the route.
             _ if is_framing(name) => return None,
             // Ranges and the preconditions the fast path does not evaluate: the backend's own
@@ -613,7 +620,9 @@ fn log_record(
     route: &'static str,
 ) -> Option<LogRecord> {
     ctx.shared.access_log.enabled().then(|| LogRecord {
-        client: ctx.peer.ip(),
+        client: khttpd_bridge::forwarded::real_client(ctx.peer.ip(), f.forwarded_for, |ip| {
+            ctx.shared.current.load().config.bridge.is_trusted(ip)
+        }),
         time: SystemTime::now(),
         method: if head_only { "HEAD" } else { "GET" }.to_owned(),
         target: target.to_owned(),

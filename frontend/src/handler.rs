@@ -60,8 +60,10 @@ pub async fn handle(
     let started = Instant::now();
     let log = &ctx.shared.access_log;
     // Fill the log line from the head now; the request itself moves on to its stage.
-    let record = log.enabled().then(|| log_record(&req, ctx.peer));
     let runtime = ctx.shared.current.load_full();
+    let record = log
+        .enabled()
+        .then(|| log_record(&req, ctx.peer, &runtime.config));
     let (kind, mut resp) = respond(req, &ctx, &runtime.config, runtime.generation).await;
     let status = resp.status().as_u16();
     let len = resp
@@ -211,14 +213,21 @@ fn route_name(kind: RouteKind) -> &'static str {
     }
 }
 
-fn log_record(req: &Request<Incoming>, peer: SocketAddr) -> LogRecord {
+fn log_record(req: &Request<Incoming>, peer: SocketAddr, cfg: &Config) -> LogRecord {
     let text = |name| {
         req.headers()
             .get(name)
             .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
     LogRecord {
-        client: peer.ip(),
+        client: khttpd_bridge::forwarded::real_client(
+            peer.ip(),
+            req.headers()
+                .get_all(khttpd_bridge::forwarded::X_FORWARDED_FOR)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            |ip| cfg.bridge.is_trusted(ip),
+        ),
         time: SystemTime::now(),
         method: req.method().as_str().to_owned(),
         target: req

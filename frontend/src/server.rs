@@ -264,6 +264,44 @@ async fn serve_hyper(
         }
     };
     if let Err(e) = result {
+        if let Some(status) = refused_head(&e) {
+            log_refused(&ctx, status);
+        }
         tracing::debug!(peer = %ctx.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The status hyper answered a head it could not take with: 431 for one too large, 400 for a
+/// malformed one (the head guard's poisoned framing included).
+fn refused_head(e: &hyper::Error) -> Option<u16> {
+    if e.is_parse_too_large() {
+        Some(431)
+    } else if e.is_parse() {
+        Some(400)
+    } else {
+        None
+    }
+}
+
+/// hyper answers a malformed head itself, before any service sees it: counted and logged here, so
+/// probes and attacks show up in the access log (with `-` for what could not be read) as in
+/// Apache's and nginx's.
+fn log_refused(ctx: &ConnCtx, status: u16) {
+    ctx.stats.count(crate::stats::RouteKind::Error, status, 0);
+    let log = &ctx.shared.access_log;
+    if log.enabled() {
+        log.log(crate::access_log::LogRecord {
+            client: ctx.peer.ip(),
+            time: std::time::SystemTime::now(),
+            method: String::new(),
+            target: String::new(),
+            version: "",
+            status,
+            bytes: 0,
+            referer: None,
+            user_agent: None,
+            duration: Duration::ZERO,
+            route: "error",
+        });
     }
 }

@@ -179,3 +179,78 @@ fn diagnostics_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     .expect("the start is logged");
     assert!(!stderr.contains('\u{1b}'), "escape codes in:\n{stderr:?}");
 }
+
+/// Issue 17: behind a trusted proxy the access log names the client from `X-Forwarded-For`, as
+/// nginx's realip module does (fail2ban must not ban the load balancer); from anyone else the
+/// header is the client's own claim and the peer is logged. Both transports: a static GET (the
+/// fast path) and a POST (hyper).
+#[test]
+fn the_log_names_the_real_client_behind_a_trusted_proxy() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    for (trusted, want) in [("127.0.0.0/8", "203.0.113.5"), ("10.0.0.0/8", "127.0.0.1")] {
+        let log = dir.path().join(format!("access-{want}.log"));
+        let f = Front::start(&[
+            "--root",
+            site.root_arg(),
+            "--access-log",
+            log.to_str().unwrap(),
+            "--trusted-proxy",
+            trusted,
+        ]);
+        let xff = [("X-Forwarded-For", "198.51.100.7, 203.0.113.5")];
+        http::request(f.addr, "GET", "/alphabet.txt", &xff, b"");
+        http::request(f.addr, "GET", "/alphabet.txt", &xff, b"");
+        http::request(f.addr, "POST", "/index.html", &xff, b"x=1");
+        for l in lines(&log, 3) {
+            assert!(l.starts_with(&format!("{want} ")), "trusted {trusted}: {l}");
+        }
+    }
+}
+
+/// Issue 17: a malformed head (400) and one too large (431), answered by hyper before any handler
+/// runs, are logged too.
+#[test]
+fn malformed_and_oversized_heads_are_logged() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let f = Front::start(&[
+        "--root",
+        site.root_arg(),
+        "--access-log",
+        log.to_str().unwrap(),
+        "--max-head-size",
+        "8192",
+    ]);
+    let bad = http::raw(f.addr, b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n");
+    assert!(
+        bad.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&bad)
+    );
+    let big = format!(
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let r = http::raw(f.addr, big.as_bytes());
+    assert!(
+        r.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    let re = Regex::new(COMBINED).unwrap();
+    let got = lines(&log, 2);
+    let statuses: Vec<String> = got
+        .iter()
+        .map(|l| {
+            re.captures(l)
+                .unwrap_or_else(|| panic!("not combined: {l}"))[8]
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        statuses.contains(&"400".to_owned()) && statuses.contains(&"431".to_owned()),
+        "{got:?}"
+    );
+}
