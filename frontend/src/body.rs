@@ -139,7 +139,14 @@ async fn pump(
     chunk: usize,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
-    for seg in segments {
+    // The file's version as the stream starts: checked again before the last bytes go, so a file
+    // rewritten or truncated and refilled meanwhile ends the answer short (a failed download for
+    // the client) instead of completing it with other bytes under the old validators.
+    let version = file.metadata().ok().map(|m| version_of(&m));
+    let last_file_segment = segments
+        .iter()
+        .rposition(|s| matches!(s, Segment::File { .. }));
+    for (i, seg) in segments.into_iter().enumerate() {
         match seg {
             Segment::Bytes(b) => {
                 if tx.send(Ok(b)).await.is_err() {
@@ -157,10 +164,17 @@ async fn pump(
                         Ok(r) => r,
                         Err(e) => Err(io::Error::other(e)),
                     };
-                    let failed = read.is_err();
+                    let mut read = read;
                     if let Ok(b) = &read {
                         offset += b.len() as u64;
+                        if offset >= end && Some(i) == last_file_segment {
+                            let now = file.metadata().ok().map(|m| version_of(&m));
+                            if version.is_none() || now != version {
+                                read = Err(io::Error::other("file changed while being sent"));
+                            }
+                        }
                     }
+                    let failed = read.is_err();
                     // A send error means the client left: stop reading.
                     if tx.send(read).await.is_err() || failed {
                         return;
@@ -169,6 +183,12 @@ async fn pump(
             }
         }
     }
+}
+
+/// Size and modification time: what changes when a file is written to or truncated.
+fn version_of(m: &std::fs::Metadata) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.len(), m.mtime(), m.mtime_nsec())
 }
 
 /// Reads exactly `n` bytes at `offset`; a file that shrank under us is an error, never short data

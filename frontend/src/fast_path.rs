@@ -120,8 +120,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 
 /// One answer decided from a parsed head.
 struct Answer {
-    /// The file itself, for sendfile(2), when the body is its identity bytes.
-    file: Option<Arc<File>>,
+    /// The file itself, for sendfile(2), when the body is its identity bytes, and its version.
+    file: Option<(Arc<File>, FileKey)>,
     started: Instant,
     consumed: usize,
     keep_alive: bool,
@@ -232,13 +232,13 @@ pub async fn serve(
                 // they cost the client an extra segment each way.
                 send_more(&io, &out).await
             }
-        } else if let Some(file) = answer.file.as_ref().filter(|_| cfg.sendfile) {
+        } else if let Some((file, key)) = answer.file.as_ref().filter(|_| cfg.sendfile) {
             if !nodelay {
                 set_nodelay(&io);
                 nodelay = true;
             }
             match send_more(&io, &out).await {
-                Ok(()) => send_file(&io, file, answer.body.len() as u64).await,
+                Ok(()) => send_file(&io, file, answer.body.len() as u64, key).await,
                 Err(e) => Err(e),
             }
         } else {
@@ -587,7 +587,7 @@ fn answer(
 
     let large_identity = rep.content_encoding().is_none() && rep.body.len() > COPY_BODY;
     let open_file = if large_identity && !not_modified && !head_only {
-        open_cached(&key, &file.path)
+        open_cached(&key, &file.path).map(|f| (f, key))
     } else {
         None
     };
@@ -704,12 +704,38 @@ async fn send_more(io: &HeadGuard<TcpStream>, mut head: &[u8]) -> io::Result<()>
     Ok(())
 }
 
-/// sendfile(2) of the first `len` bytes, waiting for the socket as needed; a file that shrank
-/// ends the connection (the head promised `len` bytes).
-async fn send_file(io: &HeadGuard<TcpStream>, file: &File, len: u64) -> io::Result<()> {
-    let stream = io.get_ref();
-    let mut offset: i64 = 0;
+/// sendfile(2) of the first `len` bytes of the version `key`, waiting for the socket as needed.
+/// A file that shrank ends the connection (the head promised `len` bytes). So does one rewritten
+/// meanwhile: the last byte goes only after the file's version is checked again, so a file
+/// truncated and refilled (NUL bytes) or rewritten (old and new bytes mixed) never ends as a
+/// complete answer under the old validators; the client sees a short body, as after nginx's "file
+/// was truncated".
+async fn send_file(
+    io: &HeadGuard<TcpStream>,
+    file: &File,
+    len: u64,
+    key: &FileKey,
+) -> io::Result<()> {
     let end = i64::try_from(len).map_err(|_| io::Error::other("file too large"))?;
+    if end == 0 {
+        return Ok(());
+    }
+    send_range(io, file, 0, end - 1).await?;
+    let now = FileKey::of(&crate::fs::Meta::from_std(&file.metadata()?));
+    if now != *key {
+        return Err(io::Error::other("file changed while being sent"));
+    }
+    send_range(io, file, end - 1, end).await
+}
+
+/// sendfile(2) of the bytes `offset..end`.
+async fn send_range(
+    io: &HeadGuard<TcpStream>,
+    file: &File,
+    mut offset: i64,
+    end: i64,
+) -> io::Result<()> {
+    let stream = io.get_ref();
     while offset < end {
         let want = (end - offset) as usize;
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {

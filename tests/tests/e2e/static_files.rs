@@ -493,3 +493,59 @@ fn fast_path_sendfile_sends_large_cached_files_intact() {
         assert!(http::get(off.addr, "/mid.bin").body == body);
     }
 }
+
+/// Issue 16: a file rewritten while its answer is on the way (truncated and refilled, or written
+/// over) never ends as a complete answer under the old validators: the connection ends short, as
+/// nginx's "file was truncated". Both ways a large file leaves: sendfile from the fast path (the
+/// file cached), and the stream of an uncached file.
+#[test]
+fn a_file_rewritten_while_being_sent_ends_the_answer_short() {
+    use std::io::{Read, Write};
+    const LEN: usize = 24 << 20;
+    let site = Site::new();
+    let path = site.root.join("moving.bin");
+    for cached in [false, true] {
+        std::fs::write(&path, vec![b'a'; LEN]).unwrap();
+        let cache_max = if cached { "32M" } else { "1M" };
+        let f = Front::start(&[
+            "--root",
+            site.root_arg(),
+            "--threads",
+            "1",
+            "--cache-max-file",
+            cache_max,
+            "--cache-size",
+            "512M",
+        ]);
+        if cached {
+            // The first answer fills the cache; the next one goes out with sendfile.
+            assert_eq!(http::get(f.addr, "/moving.bin").body.len(), LEN);
+        }
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // A small receive window, so most of the file is still to send when it changes.
+        socket.set_recv_buffer_size(64 << 10).unwrap();
+        socket.connect(&f.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = socket.into();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(b"GET /moving.bin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut first = vec![0u8; 64 << 10];
+        s.read_exact(&mut first).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Rewritten in place: the same length, other bytes, a new mtime.
+        std::fs::write(&path, vec![b'b'; LEN]).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        let mut all = first;
+        all.extend_from_slice(&rest);
+        let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let body = &all[head_end..];
+        assert!(
+            body.len() < LEN,
+            "cached={cached}: the answer completed ({} bytes) although the file changed",
+            body.len()
+        );
+    }
+}
