@@ -95,6 +95,12 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_LISTING", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub listing: bool,
 
+    /// Most entries read into one directory listing; a directory with more is listed with this many
+    /// (in the order the file system gives them, then sorted) and a note, so one huge directory
+    /// cannot cost seconds of CPU or megabytes per listing.
+    #[arg(long, env = "KHTTPD_LISTING_MAX", default_value_t = 10000)]
+    pub listing_max: usize,
+
     /// Serve files of unknown type as application/octet-stream instead of handing them to the backend
     /// (kHTTPd's sloppymime): on or off; the bare flag means on.
     #[arg(long, env = "KHTTPD_SLOPPY_MIME", default_value = "off", value_parser = parse_on_off,
@@ -390,6 +396,8 @@ pub struct Config {
     pub index: Vec<String>,
     /// Directory listings on.
     pub listing: bool,
+    /// Most entries in one listing.
+    pub listing_max: usize,
     /// Unknown types served as octet-stream.
     pub sloppy_mime: bool,
     /// kHTTPd's perm_required.
@@ -580,6 +588,7 @@ impl TryFrom<Args> for Config {
             dynamic,
             index,
             listing: a.listing,
+            listing_max: a.listing_max.max(1),
             sloppy_mime: a.sloppy_mime,
             perm_required: a.perm_required,
             perm_forbid: a.perm_forbid,

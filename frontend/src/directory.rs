@@ -23,11 +23,20 @@ use crate::pages;
 use crate::route::ListingDir;
 use crate::static_file::{io_error_page, Cache};
 
-/// Reads the visible entries of `dir`, sorted directories first. Blocking.
-pub fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
+/// Reads at most `max` visible entries of `dir`, sorted directories first, and whether more were
+/// left out. Blocking.
+pub fn read_entries(dir: &Path, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     let mut entries = Vec::new();
+    let mut more = false;
     for e in std::fs::read_dir(dir)? {
         let e = e?;
+        if entries.len() >= max {
+            more = listing::visible(&e.file_name());
+            if more {
+                break;
+            }
+            continue;
+        }
         let name = e.file_name();
         if !listing::visible(&name) {
             continue;
@@ -48,7 +57,27 @@ pub fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
         });
     }
     listing::sort(&mut entries);
-    Ok(entries)
+    Ok((entries, more))
+}
+
+/// Reads and renders a listing: blocking, and for a large directory long, so it runs on the
+/// blocking pool, never on a main daemon's thread.
+fn build(dir: &Path, display: &str, format: ListingFormat, max: usize) -> io::Result<Bytes> {
+    let (entries, more) = read_entries(dir, max)?;
+    Ok(Bytes::from(match format {
+        ListingFormat::Json => listing::render_json(&entries),
+        ListingFormat::Html => {
+            let mut html = listing::render_html(display, &entries);
+            if more {
+                let note = format!(
+                    "<p class=\"note\">This directory has more entries; only {max} are listed \
+                     (<code>--listing-max</code>).</p>\n</body>"
+                );
+                html = html.replacen("</body>", &note, 1);
+            }
+            html
+        }
+    }))
 }
 
 /// Answers a listing request: rendered once per directory version and format, then from the cache
@@ -70,9 +99,11 @@ pub async fn serve(
     let text = match cache.listing(&key, Instant::now()) {
         Some(t) => t,
         None => {
-            let path = dir.path.clone();
-            let entries = match tokio::task::spawn_blocking(move || read_entries(&path)).await {
-                Ok(Ok(e)) => e,
+            let (path, display, max) = (dir.path.clone(), dir.display.clone(), cfg.listing_max);
+            let built =
+                tokio::task::spawn_blocking(move || build(&path, &display, format, max)).await;
+            let rendered = match built {
+                Ok(Ok(r)) => r,
                 Ok(Err(e)) => return io_error_page(&e),
                 Err(_) => {
                     return pages::error(
@@ -81,10 +112,6 @@ pub async fn serve(
                     )
                 }
             };
-            let rendered = Bytes::from(match format {
-                ListingFormat::Json => listing::render_json(&entries),
-                ListingFormat::Html => listing::render_html(&dir.display, &entries),
-            });
             cache.put_listing(key, rendered.clone(), Instant::now());
             rendered
         }
@@ -102,4 +129,30 @@ pub async fn serve(
         *r.body_mut() = Body::full(text);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: a huge directory is listed with at most `--listing-max` entries and a note.
+    #[test]
+    fn listings_are_capped_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..7 {
+            std::fs::write(dir.path().join(format!("f{i}.txt")), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join(".hidden"), b"x").unwrap();
+        let (entries, more) = read_entries(dir.path(), 10).unwrap();
+        assert_eq!((entries.len(), more), (7, false));
+        let (entries, more) = read_entries(dir.path(), 3).unwrap();
+        assert_eq!((entries.len(), more), (3, true));
+        let html = build(dir.path(), "/d/", ListingFormat::Html, 3).unwrap();
+        let html = std::str::from_utf8(&html).unwrap();
+        assert!(html.contains("only 3 are listed"), "{html}");
+        assert!(html.trim_end().ends_with("</html>"));
+        let json = build(dir.path(), "/d/", ListingFormat::Json, 3).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 3);
+    }
 }

@@ -28,6 +28,7 @@ pub const KNOBS: &[(&str, &str, bool)] = &[
     ("clientport", "backend", true),
     ("index", "index", true),
     ("listing", "listing", true),
+    ("listing_max", "listing_max", true),
     ("header_timeout", "header_timeout", true),
     ("keepalive_timeout", "keepalive_timeout", true),
     ("body_timeout", "body_timeout", true),
