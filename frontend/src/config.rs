@@ -251,6 +251,11 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_CONTROL")]
     pub control: Option<PathBuf>,
 
+    /// Admin listener for `/healthz` and `/metrics` (OpenMetrics, for Prometheus), such as
+    /// 127.0.0.1:9180: loopback addresses only, never the public port. Off when not given.
+    #[arg(long, env = "KHTTPD_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+
     /// Start with the listeners closed until `khttpd-ctl start`, as kHTTPd waited for `echo 1 > start`.
     #[arg(long, env = "KHTTPD_STOPPED")]
     pub stopped: bool,
@@ -422,6 +427,8 @@ pub struct Config {
     pub verify_max: usize,
     /// Most probes at once.
     pub verify_probes: usize,
+    /// Where `/healthz` and `/metrics` are served, if anywhere (loopback only).
+    pub admin_listen: Option<SocketAddr>,
     /// Most path segments routed (414 beyond).
     pub max_path_depth: usize,
     /// Longest decoded path routed (414 beyond).
@@ -506,6 +513,23 @@ impl TryFrom<Args> for Config {
                 "--index: {bad:?} is not a plain file name"
             )));
         }
+        let admin_listen = match a.admin_listen.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    ConfigError(format!(
+                        "--admin-listen {text:?}: expected a loopback IP:PORT such as 127.0.0.1:9180"
+                    ))
+                })?;
+                // Metrics and health say much about the site: they stay on this machine.
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError(format!(
+                        "--admin-listen {addr}: only a loopback address (127.0.0.1, ::1); put a proxy in front to publish it"
+                    )));
+                }
+                Some(addr)
+            }
+        };
         if a.verify_max == 0 || a.verify_probes == 0 {
             return Err(ConfigError(
                 "--verify-max and --verify-probes must be at least 1".into(),
@@ -601,6 +625,7 @@ impl TryFrom<Args> for Config {
             verify_ttl: Duration::from_secs_f64(a.verify_ttl),
             verify_max: a.verify_max,
             verify_probes: a.verify_probes,
+            admin_listen,
             max_path_depth: a.max_path_depth,
             max_path_length: a.max_path_length,
             max_ranges: a.max_ranges,

@@ -12,9 +12,11 @@
 //! - DataSending: preconditions [`conditional`], ranges [`range`], files [`static_file`],
 //!   listings [`directory`] rendered by [`listing`], bodies [`body`]; the content cache [`cache`] with
 //!   encodings negotiated by [`negotiate`] and compressed once by [`compress`];
-//! - errors answered by the front: [`pages`].
+//! - errors answered by the front: [`pages`];
+//! - `/healthz` and `/metrics` on the loopback admin listener: [`admin`].
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod compress;

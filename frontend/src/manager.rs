@@ -35,6 +35,9 @@ pub enum StartError {
     /// The access log.
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
+    /// The admin listener.
+    #[error("--admin-listen {0}: {1}")]
+    Admin(SocketAddr, std::io::Error),
     /// Dropping privileges with --user.
     #[error("--user: {0}")]
     User(String),
@@ -62,6 +65,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
         .map_err(StartError::AccessLog)?;
     let threads = config.threads;
     let listen = config.listen;
+    let admin_addr = config.admin_listen;
     let shared = Shared::new(Runtime::new(config, None), log.clone(), threads);
     let control_path = args
         .control
@@ -85,6 +89,15 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
     };
     let control = control::bind(&m.control_path)
         .map_err(|e| StartError::Control(m.control_path.clone(), e))?;
+    let admin = match admin_addr {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).map_err(|e| StartError::Admin(addr, e))?;
+            l.set_nonblocking(true)
+                .map_err(|e| StartError::Admin(addr, e))?;
+            Some(l)
+        }
+        None => None,
+    };
     if let Some(user) = m.args.user.clone() {
         crate::privileges::drop_to(&user).map_err(StartError::User)?;
     }
@@ -94,7 +107,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
         .enable_all()
         .build()
         .map_err(StartError::Other)?;
-    let served = rt.block_on(m.serve(control, listeners));
+    let served = rt.block_on(m.serve(control, listeners, admin));
     log.flush_and_stop(Duration::from_secs(5));
     served
 }
@@ -117,6 +130,9 @@ impl Manager {
 
     fn start_with(&mut self, listeners: Vec<TcpListener>) -> std::io::Result<()> {
         self.daemons = Some(daemon::start(listeners, self.shared.clone())?);
+        self.shared
+            .serving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         // Scripts and tests wait for this exact line.
         println!("listening on {}", self.listen);
         use std::io::Write;
@@ -126,6 +142,9 @@ impl Manager {
     }
 
     async fn stop(&mut self) -> bool {
+        self.shared
+            .serving
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let Some(d) = self.daemons.take() else {
             return false;
         };
@@ -139,8 +158,37 @@ impl Manager {
         &mut self,
         control: std::os::unix::net::UnixListener,
         listeners: Option<Vec<TcpListener>>,
+        admin: Option<TcpListener>,
     ) -> Result<(), StartError> {
         let (tx, mut rx) = mpsc::channel::<(Request, oneshot::Sender<Reply>)>(16);
+        let (admin_done_tx, admin_done_rx) = oneshot::channel::<()>();
+        let admin_task = match admin {
+            Some(l) => {
+                let addr = l.local_addr().map_err(StartError::Other)?;
+                let l = tokio::net::TcpListener::from_std(l).map_err(StartError::Other)?;
+                let tx = tx.clone();
+                // The same snapshot as `khttpd-ctl status`, asked of this loop.
+                let snapshot: crate::admin::Snapshot = Arc::new(move || {
+                    let tx = tx.clone();
+                    Box::pin(async move {
+                        let (reply_tx, reply_rx) = oneshot::channel();
+                        tx.send((Request::Status, reply_tx)).await.ok()?;
+                        reply_rx.await.ok()?.data
+                    })
+                });
+                println!("admin: http://{addr}/metrics and /healthz");
+                let shared = self.shared.clone();
+                Some(tokio::spawn(crate::admin::serve(
+                    l,
+                    shared,
+                    snapshot,
+                    async move {
+                        let _ = admin_done_rx.await;
+                    },
+                )))
+            }
+            None => None,
+        };
         let handler = control::handler(move |req| {
             let tx = tx.clone();
             async move {
@@ -204,7 +252,11 @@ impl Manager {
             }
         }
         let _ = done_tx.send(());
+        let _ = admin_done_tx.send(());
         let _ = server.await;
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         Ok(())
     }
 

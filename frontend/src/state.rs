@@ -70,6 +70,9 @@ pub struct Shared {
     pub cache: Arc<Cache>,
     /// Apache's verdicts on static URLs (sized at start; `khttpd-ctl flush` empties it).
     pub verifier: Arc<crate::verify::Verifier>,
+    /// Whether the main daemons accept new connections: false while stopped or draining, for
+    /// `/healthz`, which must answer at once even while the management daemon waits for a drain.
+    pub serving: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -80,6 +83,7 @@ impl Shared {
         Arc::new(Shared {
             cache,
             verifier,
+            serving: std::sync::atomic::AtomicBool::new(false),
             current: ArcSwap::from_pointee(runtime),
             access_log,
             open: Arc::new(OpenConnections::default()),

@@ -313,3 +313,80 @@ fn emptying_lists_takes_effect_and_no_knob_serves_php_source() {
         );
     }
 }
+
+/// Issue 17: the admin listener serves `/healthz` (200 while listening, 503 while stopped) and
+/// `/metrics`, which Prometheus' own OpenMetrics parser (the official Python client's) reads; only
+/// loopback addresses are accepted for it.
+#[test]
+fn admin_listener_serves_health_and_metrics_that_prometheus_parses() {
+    let site = Site::new();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", khttpd_tests::free_port())
+        .parse()
+        .unwrap();
+    let f = start(&site, &["--admin-listen", &admin.to_string()]);
+    for _ in 0..3 {
+        assert_eq!(http::get(f.addr, "/alphabet.txt").status, 200);
+    }
+    let h = http::get(admin, "/healthz");
+    assert_eq!((h.status, h.text().as_str()), (200, "ok\n"));
+    let m = http::get(admin, "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    out[fam.name] = [[s.name, s.labels, s.value] for s in fam.samples]
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/deps installs prometheus-client)");
+    child.stdin.take().unwrap().write_all(&m.body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "Prometheus' parser refused /metrics: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        m.text()
+    );
+    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let static_requests: f64 = families["khttpd_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s[1]["route"] == "static")
+        .map(|s| s[2].as_f64().unwrap())
+        .sum();
+    assert!(static_requests >= 3.0, "{families}");
+    for name in [
+        "khttpd_up",
+        "khttpd_stage_requests",
+        "khttpd_responses",
+        "khttpd_cache_hits",
+        "khttpd_verify_probes",
+        "khttpd_access_log_dropped",
+    ] {
+        assert!(families.get(name).is_some(), "{name} missing: {families}");
+    }
+
+    assert_eq!(f.ctl(&["stop"]).0, 0);
+    assert_eq!(http::get(admin, "/healthz").status, 503, "stopped");
+    assert_eq!(f.ctl(&["start"]).0, 0);
+    assert_eq!(http::get(admin, "/healthz").status, 200);
+
+    let (code, err) =
+        Front::try_start(&["--root", site.root_arg(), "--admin-listen", "0.0.0.0:9180"])
+            .err()
+            .unwrap();
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("loopback"), "{err}");
+}
