@@ -52,6 +52,9 @@ enum Command {
     Reload,
     /// Reopen the access log, after logrotate moved it.
     ReopenLogs,
+    /// Exit 0 while the main daemons listen, 1 while stopped or draining (or no daemon answers):
+    /// for health checks (Docker, systemd, scripts).
+    Health,
     /// Drop every verification verdict (after `apachectl graceful`): each static URL is asked of
     /// the backend again before the front serves it.
     Flush,
@@ -81,7 +84,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 impl Command {
     fn request(self) -> Request {
         match self {
-            Command::Status => Request::Status,
+            Command::Status | Command::Health => Request::Status,
             Command::Stop => Request::Stop,
             Command::Start => Request::Start,
             Command::Unload => Request::Unload,
@@ -108,9 +111,14 @@ fn main() -> ExitCode {
         }
     };
     let path = cli.control.unwrap_or_else(default_socket_path);
+    let health = matches!(cli.command, Command::Health);
     let req = cli.command.request();
     let result = call_blocking(&path, &req, cli.timeout);
-    let outcome = report(&req, result, cli.json);
+    let outcome = if health {
+        health_of(result)
+    } else {
+        report(&req, result, cli.json)
+    };
     // A closed pipe (`khttpd-ctl status | head -1`) is not worth a panic.
     let _ = std::io::stdout()
         .lock()
@@ -187,6 +195,25 @@ fn report(req: &Request, result: Result<Reply, CallError>, json: bool) -> Outcom
     Outcome {
         code: 0,
         stdout,
+        stderr: String::new(),
+    }
+}
+
+/// `health`: the state alone, as an exit status and one word.
+fn health_of(result: Result<Reply, CallError>) -> Outcome {
+    let state = match &result {
+        Ok(r) => r
+            .data
+            .as_ref()
+            .and_then(|d| d["state"].as_str())
+            .unwrap_or("unknown")
+            .to_owned(),
+        Err(e) => format!("unreachable ({e})"),
+    };
+    let running = state == "running";
+    Outcome {
+        code: if running { 0 } else { 1 },
+        stdout: format!("{state}\n"),
         stderr: String::new(),
     }
 }

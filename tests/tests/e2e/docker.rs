@@ -245,7 +245,7 @@ fn compose_file_runs_the_front_before_a_healthy_backend() {
 
     // Both have health checks: the front asks its management daemon, the backend Apache on 8080.
     let front_check = healthcheck(front, "front");
-    assert!(front_check.contains("khttpd-ctl") && front_check.contains("status"));
+    assert!(front_check.contains("khttpd-ctl") && front_check.contains("health"));
     let backend_check = healthcheck(backend, "backend");
     assert!(
         backend_check.contains("http://127.0.0.1:8080/"),
