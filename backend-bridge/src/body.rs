@@ -1,5 +1,6 @@
 //! The request body as sent to the backend: the client's own stream, passed through chunk by
-//! chunk (hyper applies back-pressure both ways), noting when the last byte went out.
+//! chunk (hyper applies back-pressure both ways), or a body the front read whole first (so a slow
+//! client never holds a backend slot), noting when the last byte went out.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,36 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+
+/// A request body the front has read whole (from memory, or from an unlinked temporary file)
+/// before a backend slot is taken.
+pub type Buffered = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// What a client request carries toward the backend.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// The client's own stream, passed through as it arrives (upgrades, and the bridge's tests).
+    Streamed(Incoming),
+    /// A body read whole first.
+    Buffered(Buffered),
+}
+
+impl From<Incoming> for ClientBody {
+    fn from(body: Incoming) -> ClientBody {
+        ClientBody::Streamed(body)
+    }
+}
+
+impl From<Buffered> for ClientBody {
+    fn from(body: Buffered) -> ClientBody {
+        ClientBody::Buffered(body)
+    }
+}
+
+/// Errors of a body toward the backend (the client's stream, or a temporary file).
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// When the request body last moved. The response-head deadline runs from there, so a large
 /// upload from a slow client is not cut off while it is still arriving.
@@ -50,47 +80,62 @@ pub(crate) enum ProxyBody {
         body: Incoming,
         progress: Arc<Progress>,
     },
+    /// A body the front read whole first.
+    Buffered {
+        body: Buffered,
+        progress: Arc<Progress>,
+    },
 }
 
 impl ProxyBody {
     /// The client's body, or [`ProxyBody::Empty`] when it has none, so an empty request can be
     /// rebuilt and sent again.
-    pub(crate) fn from_client(body: Incoming, progress: &Arc<Progress>) -> ProxyBody {
-        if body.is_end_stream() {
-            ProxyBody::Empty
-        } else {
-            ProxyBody::Client {
+    pub(crate) fn from_client(body: ClientBody, progress: &Arc<Progress>) -> ProxyBody {
+        match body {
+            ClientBody::Streamed(b) if b.is_end_stream() => ProxyBody::Empty,
+            ClientBody::Buffered(b) if b.is_end_stream() => ProxyBody::Empty,
+            ClientBody::Streamed(body) => ProxyBody::Client {
                 body,
                 progress: Arc::clone(progress),
-            }
+            },
+            ClientBody::Buffered(body) => ProxyBody::Buffered {
+                body,
+                progress: Arc::clone(progress),
+            },
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ProxyBody::Empty => Poll::Ready(None),
-            ProxyBody::Client { body, progress } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(Some(Ok(_)) | None)) {
-                    progress.touch();
-                }
-                polled
-            }
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let (polled, progress) = match self.get_mut() {
+            ProxyBody::Empty => return Poll::Ready(None),
+            ProxyBody::Client { body, progress } => (
+                Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+                progress,
+            ),
+            ProxyBody::Buffered { body, progress } => (
+                Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+                progress,
+            ),
+        };
+        if matches!(polled, Poll::Ready(Some(Ok(_)) | None)) {
+            progress.touch();
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Client { body, .. } => body.is_end_stream(),
+            ProxyBody::Buffered { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -98,6 +143,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Client { body, .. } => body.size_hint(),
+            ProxyBody::Buffered { body, .. } => body.size_hint(),
         }
     }
 }

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::sync::{oneshot, Mutex};
 
-use crate::body::{Progress, ProxyBody};
+use crate::body::{ClientBody, Progress, ProxyBody};
 use crate::connect::{self, Sender};
 use crate::error::{BridgeError, Phase};
 use crate::forwarded::{self, Origin};
@@ -172,8 +172,11 @@ impl Session {
     /// Carries `req` to a backend and returns its response head; the bodies stream both ways
     /// as they are polled. Dropping the future (the client left) cancels the backend request
     /// and closes that backend connection.
-    pub async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, BridgeError> {
-        let result = self.exchange(req).await;
+    pub async fn forward<B: Into<ClientBody>>(
+        &self,
+        req: Request<B>,
+    ) -> Result<Response<Incoming>, BridgeError> {
+        let result = self.exchange(req.map(Into::into)).await;
         if let Err((e, backend)) = &result {
             tracing::debug!(
                 client = %self.client.peer,
@@ -188,7 +191,7 @@ impl Session {
 
     async fn exchange(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
     ) -> Result<Response<Incoming>, (BridgeError, Option<SocketAddr>)> {
         let up = &self.bridge.up;
         // upstream_request

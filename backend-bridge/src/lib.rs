@@ -31,6 +31,7 @@ pub mod relay;
 mod tunnel;
 pub mod upstreams;
 
+pub use body::{Buffered, ClientBody};
 pub use bridge::{Bridge, ClientInfo, Session};
 pub use config::{BridgeConfig, Cidr, ConfigError, ProxyProtocol};
 pub use error::{BridgeError, Phase};

@@ -143,6 +143,21 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_MAX_HEAD_SIZE", default_value_t = 16384)]
     pub max_head_size: usize,
 
+    /// Largest request body accepted (nginx's client_max_body_size); larger gets 413. Bodies are
+    /// read whole before a backend slot is taken, so a slow upload never holds an Apache worker.
+    #[arg(long, env = "KHTTPD_MAX_BODY_SIZE", default_value = "64M", value_parser = parse_size)]
+    pub max_body_size: u64,
+
+    /// Request bodies up to this size are held in memory while they arrive; larger ones go to an
+    /// unlinked temporary file in --temp-dir (nginx's client_body_buffer_size).
+    #[arg(long, env = "KHTTPD_BODY_BUFFER", default_value = "64K", value_parser = parse_size)]
+    pub body_buffer: u64,
+
+    /// Directory for the temporary files of large request bodies (unlinked at once); default: the
+    /// system's ($TMPDIR or /tmp).
+    #[arg(long, env = "KHTTPD_TEMP_DIR")]
+    pub temp_dir: Option<PathBuf>,
+
     /// Most segments in a request path routed by the front; deeper paths get 414 before any file is
     /// looked at (each level costs a stat and an `.htaccess` look-up).
     #[arg(long, env = "KHTTPD_MAX_PATH_DEPTH", default_value_t = 64)]
@@ -421,6 +436,12 @@ pub struct Config {
     pub send_timeout: Duration,
     /// Largest request head accepted.
     pub max_head_size: usize,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_size: u64,
+    /// Request bodies held in memory up to this size, in a temporary file beyond.
+    pub body_buffer: u64,
+    /// Where temporary files of request bodies go.
+    pub temp_dir: PathBuf,
     /// How long a verification verdict is trusted.
     pub verify_ttl: Duration,
     /// Most verdicts held.
@@ -530,6 +551,13 @@ impl TryFrom<Args> for Config {
                 Some(addr)
             }
         };
+        let temp_dir = a.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        if !temp_dir.is_dir() {
+            return Err(ConfigError(format!(
+                "--temp-dir {}: not a directory",
+                temp_dir.display()
+            )));
+        }
         if a.verify_max == 0 || a.verify_probes == 0 {
             return Err(ConfigError(
                 "--verify-max and --verify-probes must be at least 1".into(),
@@ -622,6 +650,9 @@ impl TryFrom<Args> for Config {
             body_timeout: Duration::from_secs_f64(a.body_timeout),
             send_timeout: Duration::from_secs_f64(a.send_timeout),
             max_head_size: a.max_head_size,
+            max_body_size: a.max_body_size,
+            body_buffer: a.body_buffer,
+            temp_dir,
             verify_ttl: Duration::from_secs_f64(a.verify_ttl),
             verify_max: a.verify_max,
             verify_probes: a.verify_probes,

@@ -179,6 +179,19 @@ async fn userspace(
             NoBackend::Status(status, detail) => (RouteKind::Error, pages::error(status, detail)),
         };
     };
+    // The body first, whole: no backend slot is taken while a slow client is still sending it.
+    let cfg = ctx.shared.config();
+    let req = match crate::upload::buffer(req, &cfg, &ctx.shared.uploads).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(peer = %ctx.peer, error = %e, "request body refused");
+            let mut page = pages::error(e.status(), pages::default_detail(e.status()));
+            // Whatever is left of the body is not read: the connection cannot carry another request.
+            page.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return (RouteKind::Error, page);
+        }
+    };
     let stage = ctx.stats.enter(Stage::Userspace);
     match session.forward(req).await {
         Ok(resp) => (

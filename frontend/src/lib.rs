@@ -12,6 +12,7 @@
 //! - DataSending: preconditions [`conditional`], ranges [`range`], files [`static_file`],
 //!   listings [`directory`] rendered by [`listing`], bodies [`body`]; the content cache [`cache`] with
 //!   encodings negotiated by [`negotiate`] and compressed once by [`compress`];
+//! - Userspace: request bodies read whole before the backend is asked [`upload`];
 //! - errors answered by the front: [`pages`];
 //! - `/healthz` and `/metrics` on the loopback admin listener: [`admin`].
 
@@ -43,6 +44,7 @@ pub mod server;
 pub mod state;
 pub mod static_file;
 pub mod stats;
+pub mod upload;
 pub mod verify;
 
 pub use config::{Args, Config};

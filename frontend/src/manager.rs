@@ -432,6 +432,7 @@ impl Manager {
                 "offload": share(totals[4], totals[4] + totals[5] + totals[6]),
             },
             "verify": self.shared.verifier.stats(),
+            "uploads": self.shared.uploads.counts(),
             "backends": self.shared.current.load().upstreams.as_ref().map(|u| u.snapshot()).unwrap_or_default()
                 .into_iter().map(|b| json!({
                     "backend": b.addr.to_string(), "healthy": b.healthy, "requests": b.requests,

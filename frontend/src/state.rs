@@ -73,6 +73,8 @@ pub struct Shared {
     /// Whether the main daemons accept new connections: false while stopped or draining, for
     /// `/healthz`, which must answer at once even while the management daemon waits for a drain.
     pub serving: std::sync::atomic::AtomicBool,
+    /// Request bodies read whole before the backend is asked, and their temporary files.
+    pub uploads: Arc<crate::upload::UploadStats>,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl Shared {
             cache,
             verifier,
             serving: std::sync::atomic::AtomicBool::new(false),
+            uploads: Arc::default(),
             current: ArcSwap::from_pointee(runtime),
             access_log,
             open: Arc::new(OpenConnections::default()),

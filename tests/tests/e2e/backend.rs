@@ -229,8 +229,8 @@ fn static_files_reach_apache_once_for_verification_and_missing_ones_always() {
 fn large_upload_and_download_stream_without_growing_memory() {
     let doc = Docroot::new();
     let a = apache(&doc, ApacheOptions::default());
-    let f = front(&doc, a.addr, &[]);
-    // 256 MiB up, generated as it is sent.
+    let f = front(&doc, a.addr, &["--max-body-size", "300M"]);
+    // 256 MiB up, generated as it is sent (read whole into an unlinked temporary file first).
     let size: usize = 256 << 20;
     let mut s = TcpStream::connect(f.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -249,6 +249,10 @@ fn large_upload_and_download_stream_without_growing_memory() {
     assert!(body.starts_with(&format!("{size} ")), "PHP received {body}");
     let md5 = body.split_whitespace().nth(1).unwrap();
     assert_eq!(md5, digest.expected(&block), "upload arrived intact");
+    let (_, out, _) = f.ctl(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["uploads"]["spooled"], 1, "{}", v["uploads"]);
+    assert_eq!(v["uploads"]["temp_files"], 0, "the temporary file is gone");
 
     // 256 MiB down, read as it comes.
     let mut s = TcpStream::connect(f.addr).unwrap();
@@ -737,4 +741,89 @@ fn fifos_deep_paths_and_executable_files_never_become_front_answers() {
         .is_some());
     assert_eq!(apache_saw(&a, "/pipe.html"), 0, "{}", a.access_log());
     assert!(!a.access_log().contains("/a/a/a/a"), "{}", a.access_log());
+}
+
+/// Issue 16: slow uploads are read by the front, not by Apache. 200 clients that send a POST head
+/// and one byte of the body, then nothing, hold no backend slot: every other dynamic request still
+/// gets its answer at once (before, each held one of the slots and the rest got 503).
+#[test]
+fn slow_uploads_hold_no_backend_slot() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(
+        &doc,
+        a.addr,
+        &[
+            "--backend-max-conns",
+            "4",
+            "--backend-queue-timeout",
+            "1",
+            "--body-timeout",
+            "30",
+        ],
+    );
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(f.addr).unwrap();
+        s.write_all(b"POST /upload.php HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nx")
+            .unwrap();
+        slow.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    for i in 0..20 {
+        let r = http::get(f.addr, &format!("/fixed.php?n={i}"));
+        assert_eq!((r.status, r.text()), (200, format!("fixed page {i}")));
+        let r = http::request(f.addr, "POST", "/upload.php", &[], b"0123456789");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().starts_with("10 "), "{}", r.text());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // None of the slow uploads reached Apache.
+    assert_eq!(
+        a.log_lines_matching("POST /upload.php").len(),
+        20,
+        "{}",
+        a.access_log()
+    );
+    drop(slow);
+}
+
+/// Issue 16: a body over `--max-body-size` gets 413, announced or chunked, and never reaches Apache.
+#[test]
+fn bodies_over_the_limit_get_413() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &["--max-body-size", "1K"]);
+    let big = vec![b'x'; 2048];
+    let r = http::request(f.addr, "POST", "/upload.php", &[], &big);
+    assert_eq!(r.status, 413);
+    let mut chunked = format!("{:x}\r\n", big.len()).into_bytes();
+    chunked.extend_from_slice(&big);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let r = http::request(
+        f.addr,
+        "POST",
+        "/upload.php",
+        &[("Transfer-Encoding", "chunked")],
+        &chunked,
+    );
+    assert_eq!(r.status, 413);
+    let r = http::request(f.addr, "POST", "/upload.php", &[], b"small");
+    assert_eq!(
+        (r.status, r.text().starts_with("5 ")),
+        (200, true),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        a.log_lines_matching("POST /upload.php").len(),
+        1,
+        "{}",
+        a.access_log()
+    );
 }
