@@ -160,6 +160,22 @@ impl Front {
         )
     }
 
+    /// `khttpd-ctl status --json`, parsed. Panics when the daemon does not answer.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, out, err) = self.ctl(&["status", "--json"]);
+        assert_eq!(code, 0, "khttpd-ctl status: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status is not JSON ({e}): {out}"))
+    }
+
+    /// Waits (at most `timeout`) until no verification probe is running, and returns the status
+    /// then; `None` if probes were still running.
+    pub fn probes_settled(&self, timeout: Duration) -> Option<serde_json::Value> {
+        crate::wait_until(timeout, || {
+            let v = self.status();
+            (v["verify"]["in_flight"] == 0).then_some(v)
+        })
+    }
+
     /// After `khttpd-ctl start`, the address of the latest `listening on` line.
     pub fn refresh_addr(&mut self) -> SocketAddr {
         let out = self.stdout();

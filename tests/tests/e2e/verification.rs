@@ -202,12 +202,9 @@ fn no_answer_from_the_front_that_apache_alone_would_not_give() {
         );
     }
     // Every probe has ended (so a refused verdict is in place, not pending).
-    let settled = khttpd_tests::wait_until(Duration::from_secs(5), || {
-        let (_, out, _) = f.ctl(&["status", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-        (v["verify"]["in_flight"] == 0).then_some(v)
-    })
-    .expect("probes end");
+    let settled = f
+        .probes_settled(Duration::from_secs(5))
+        .expect("probes end");
     assert!(
         settled["verify"]["refused"].as_u64().unwrap() >= 10,
         "{settled}"
@@ -235,8 +232,7 @@ fn no_answer_from_the_front_that_apache_alone_would_not_give() {
 
     // Another spelling of a verified name is the same URL: no new probe, no new verdict.
     let verify = |f: &Front| {
-        let (_, out, _) = f.ctl(&["status", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let v = f.status();
         (
             v["verify"]["probes"].as_u64().unwrap(),
             v["verify"]["entries"].as_u64().unwrap(),
