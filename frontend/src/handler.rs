@@ -176,7 +176,15 @@ async fn userspace(
     let Some(session) = &ctx.session else {
         return match Route::without_backend(reason) {
             NoBackend::MethodNotAllowed => (RouteKind::Error, pages::method_not_allowed()),
-            NoBackend::Status(status, detail) => (RouteKind::Error, pages::error(status, detail)),
+            NoBackend::Status(status, why) => {
+                // The reason is the operator's business (the log), not the visitor's: the page
+                // says only what any server would.
+                tracing::debug!(peer = %ctx.peer, reason = reason.as_str(), "{why}");
+                (
+                    RouteKind::Error,
+                    pages::error(status, pages::default_detail(status)),
+                )
+            }
         };
     };
     // The body first, whole: no backend slot is taken while a slow client is still sending it.

@@ -549,3 +549,20 @@ fn a_file_rewritten_while_being_sent_ends_the_answer_short() {
         );
     }
 }
+
+/// Issue 17: the front's own error pages say nothing about its configuration ("no backend
+/// configured" is the operator's business).
+#[test]
+fn error_pages_do_not_describe_the_configuration() {
+    let site = Site::new();
+    let f = start(&site);
+    for path in ["/x.php", "/.env", "/index.php/extra"] {
+        let r = http::get(f.addr, path);
+        assert!(r.status >= 400, "{path}");
+        let text = r.text().to_ascii_lowercase();
+        assert!(
+            !text.contains("backend configured") && !text.contains("not served by the front"),
+            "{path}: {text}"
+        );
+    }
+}
