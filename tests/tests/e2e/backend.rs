@@ -783,7 +783,11 @@ fn slow_uploads_hold_no_backend_slot() {
         "{:?}",
         started.elapsed()
     );
-    // None of the slow uploads reached Apache.
+    // None of the slow uploads reached Apache (its lines come after the answers: wait for them).
+    khttpd_tests::wait_until(Duration::from_secs(5), || {
+        (a.log_lines_matching("POST /upload.php").len() >= 20).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         a.log_lines_matching("POST /upload.php").len(),
         20,
@@ -820,6 +824,11 @@ fn bodies_over_the_limit_get_413() {
         "{}",
         r.text()
     );
+    // Apache writes its line after the answer: wait for it, then count.
+    khttpd_tests::wait_until(Duration::from_secs(5), || {
+        (!a.log_lines_matching("POST /upload.php").is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         a.log_lines_matching("POST /upload.php").len(),
         1,
