@@ -213,8 +213,8 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_VERIFY_MAX", default_value_t = 65536)]
     pub verify_max: usize,
 
-    /// Most verification probes to the backend at once, over all main daemons; a URL whose probe
-    /// cannot start yet simply stays with the backend a little longer.
+    /// Most verification probes to the backend at once, over all main daemons; more wait their turn
+    /// (up to 4096; beyond, a URL stays with the backend until a later request asks again).
     #[arg(long, env = "KHTTPD_VERIFY_PROBES", default_value_t = 8)]
     pub verify_probes: usize,
 

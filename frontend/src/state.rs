@@ -81,7 +81,8 @@ impl Shared {
     /// State for `threads` main daemons.
     pub fn new(runtime: Runtime, access_log: Arc<AccessLog>, threads: usize) -> Arc<Shared> {
         let cache = Cache::new(runtime.config.cache.clone());
-        let verifier = crate::verify::Verifier::new(runtime.config.verify_max);
+        let verifier =
+            crate::verify::Verifier::new(runtime.config.verify_max, runtime.config.verify_probes);
         Arc::new(Shared {
             cache,
             verifier,

@@ -39,6 +39,10 @@ pub const OUTSIDER: SocketAddr = SocketAddr::new(
     50000,
 );
 
+/// Most probes waiting for their turn (beyond the `--verify-probes` running): a URL that finds
+/// the queue full stays with the backend until a later request asks again.
+pub const PENDING_MAX: u64 = 4096;
+
 /// Largest probe answer head read.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -196,6 +200,8 @@ pub struct VerifyStats {
 pub struct Verifier {
     verdicts: quick_cache::sync::Cache<Key, Verdict>,
     in_flight: Mutex<HashSet<Key>>,
+    /// At most `--verify-probes` probes talk to the backend at once; the others wait here.
+    permits: tokio::sync::Semaphore,
     epoch: AtomicU64,
     counters: Counters,
 }
@@ -209,11 +215,13 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Holds at most `max` verdicts (the least used go first).
-    pub fn new(max: usize) -> Arc<Verifier> {
+    /// Holds at most `max` verdicts (the least used go first) and runs at most `probes` probes
+    /// at once.
+    pub fn new(max: usize, probes: usize) -> Arc<Verifier> {
         Arc::new(Verifier {
             verdicts: quick_cache::sync::Cache::new(max.max(1)),
             in_flight: Mutex::new(HashSet::new()),
+            permits: tokio::sync::Semaphore::new(probes.max(1)),
             epoch: AtomicU64::new(0),
             counters: Counters::default(),
         })
@@ -291,7 +299,7 @@ impl Verifier {
         evidence: Evidence,
         cfg: &Arc<Config>,
     ) {
-        if self.counters.in_flight.load(Ordering::Relaxed) >= cfg.verify_probes as u64 {
+        if self.counters.in_flight.load(Ordering::Relaxed) >= PENDING_MAX {
             return;
         }
         {
@@ -321,7 +329,10 @@ impl Verifier {
         let epoch = self.epoch.load(Ordering::Relaxed);
         let (this, cfg) = (Arc::clone(self), Arc::clone(cfg));
         tokio::spawn(async move {
+            // Waits its turn: a burst of new URLs (a crawler, a deploy) is asked in order.
+            let permit = this.permits.acquire().await;
             let outcome = tokio::time::timeout(cfg.bridge.timeout, spec.run(&cfg)).await;
+            drop(permit);
             let now = Instant::now();
             let (positive, expires) = match outcome {
                 Ok(Ok(true)) => {
@@ -704,7 +715,7 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_file_the_clock_and_flushes() {
-        let v = Verifier::new(16);
+        let v = Verifier::new(16, 2);
         let ev = Evidence {
             dev: 1,
             ino: 2,
