@@ -449,7 +449,7 @@ pub fn is_stale(e: &io::Error) -> bool {
 
 /// Opens the routed file without following a symlink or blocking on a FIFO, and checks it is still
 /// the servable regular file routing saw.
-fn open_checked(
+pub(crate) fn open_checked(
     path: &Path,
     expected: &Meta,
     perm_required: u32,

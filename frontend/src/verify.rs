@@ -319,6 +319,7 @@ impl Verifier {
             kind: match target {
                 Target::File(f) => ProbeKind::File {
                     file: f.path.clone(),
+                    meta: f.meta,
                     len: f.meta.len,
                 },
                 Target::Listing(d) => ProbeKind::Listing {
@@ -382,8 +383,14 @@ impl Verifier {
 
 #[derive(Debug)]
 enum ProbeKind {
-    File { file: PathBuf, len: u64 },
-    Listing { display: String },
+    File {
+        file: PathBuf,
+        meta: crate::fs::Meta,
+        len: u64,
+    },
+    Listing {
+        display: String,
+    },
 }
 
 /// One question to Apache.
@@ -407,11 +414,22 @@ impl Probe {
     /// Asks the first backend that takes the connection; `Ok(true)` is positive evidence.
     async fn run(&self, cfg: &Config) -> std::io::Result<bool> {
         let expected = match &self.kind {
-            ProbeKind::File { file, len } => {
-                let (file, want) = (file.clone(), (*len).min(PROBE_BYTES));
-                tokio::task::spawn_blocking(move || read_prefix(&file, want))
-                    .await
-                    .map_err(std::io::Error::other)??
+            ProbeKind::File { file, meta, len } => {
+                // The bytes of exactly the version the verdict will be bound to, opened as the
+                // front opens what it serves (no symlink followed, no FIFO blocked on).
+                let (file, meta) = (file.clone(), *meta);
+                let (want, req, forbid) = (
+                    (*len).min(PROBE_BYTES),
+                    cfg.perm_required,
+                    cfg.forbidden_bits(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let f = crate::static_file::open_checked(&file, &meta, req, forbid)?;
+                    crate::body::read_exact_at(&f, 0, want as usize)
+                })
+                .await
+                .map_err(std::io::Error::other)??
+                .to_vec()
             }
             ProbeKind::Listing { .. } => Vec::new(),
         };
@@ -498,22 +516,6 @@ impl Probe {
             ProbeKind::Listing { display } => judge_listing(&head, body, display),
         })
     }
-}
-
-/// The first `want` bytes of a regular file, never following a symlink or blocking on a FIFO.
-fn read_prefix(path: &std::path::Path, want: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut out = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
-    f.take(want).read_to_end(&mut out)?;
-    Ok(out)
 }
 
 /// A probe answer's head: what the judgement reads.
