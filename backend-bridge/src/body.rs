@@ -148,6 +148,126 @@ impl Body for ProxyBody {
     }
 }
 
+/// A backend's answer body as the front gets it: hyper's own stream when it passes through
+/// unbuffered, or what [`spool::pump`](crate::spool) reads ahead into a spool for a slow client.
+#[derive(Debug)]
+pub enum AnswerBody {
+    /// Passed through as the backend sends it (server-sent events, `X-Accel-Buffering: no`,
+    /// `--proxy-buffering off`, empty bodies).
+    Direct(Incoming),
+    /// Read ahead by a task of its own; `remaining` is the backend's `Content-Length` still to
+    /// come, when it sent one (so the client's framing stays the same).
+    Spooled {
+        rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+        remaining: Option<u64>,
+    },
+}
+
+impl AnswerBody {
+    /// Reads `body` ahead through a spool with `up`'s limits, on a task of its own that ends when
+    /// the answer is read and delivered, or when the client leaves (the body is dropped).
+    pub(crate) fn spooled(body: Incoming, up: &crate::Upstreams) -> AnswerBody {
+        use crate::spool::{pump, Spool};
+        let remaining = body.size_hint().exact();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        up.spool_stats.count_buffered();
+        let mut spool = Spool::new(Arc::clone(&up.spool_limits), Arc::clone(&up.spool_stats));
+        tokio::spawn(async move {
+            let mut src = IncomingSource(body);
+            let mut sink = ChannelSink(tx.clone());
+            if let Err(e) = pump(Bytes::new(), &mut src, &mut sink, &mut spool).await {
+                // The client's connection is cut rather than given a short answer as whole.
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        AnswerBody::Spooled { rx, remaining }
+    }
+}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            AnswerBody::Direct(b) => Pin::new(b).poll_frame(cx).map_err(std::io::Error::other),
+            AnswerBody::Spooled { rx, remaining } => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    if let Some(r) = remaining {
+                        *r = r.saturating_sub(b.len() as u64);
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) if remaining.is_some_and(|r| r > 0) => {
+                    Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "backend answer ended early",
+                    ))))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AnswerBody::Direct(b) => b.is_end_stream(),
+            AnswerBody::Spooled { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            AnswerBody::Direct(b) => b.size_hint(),
+            AnswerBody::Spooled {
+                remaining: Some(r), ..
+            } => SizeHint::with_exact(*r),
+            AnswerBody::Spooled { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// hyper's client body as a [`Source`](crate::spool::Source): data frames in order, trailers
+/// dropped (nginx drops them too).
+struct IncomingSource(Incoming);
+
+impl crate::spool::Source for IncomingSource {
+    async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
+        use http_body_util::BodyExt;
+        loop {
+            match self.0.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The channel to an [`AnswerBody::Spooled`] as a [`Sink`](crate::spool::Sink).
+struct ChannelSink(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+
+impl crate::spool::Sink for ChannelSink {
+    async fn write(&mut self, out: &mut Bytes) -> std::io::Result<()> {
+        let permit = self
+            .0
+            .reserve()
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        permit.send(Ok(std::mem::take(out)));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

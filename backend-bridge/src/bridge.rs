@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::sync::{oneshot, Mutex};
 
-use crate::body::{ClientBody, Progress, ProxyBody};
+use crate::body::{AnswerBody, ClientBody, Progress, ProxyBody};
 use crate::connect::{self, Sender};
 use crate::error::{BridgeError, Phase};
 use crate::forwarded::{self, Origin};
@@ -17,6 +18,7 @@ use crate::hop::strip_hop_by_hop;
 use crate::pool::Pool;
 use crate::proxy_protocol;
 use crate::relay::RawConn;
+use crate::spool;
 use crate::tunnel;
 use crate::upstreams::{Slot, Upstreams};
 
@@ -175,7 +177,7 @@ impl Session {
     pub async fn forward<B: Into<ClientBody>>(
         &self,
         req: Request<B>,
-    ) -> Result<Response<Incoming>, BridgeError> {
+    ) -> Result<Response<AnswerBody>, BridgeError> {
         let result = self.exchange(req.map(Into::into)).await;
         if let Err((e, backend)) = &result {
             tracing::debug!(
@@ -192,7 +194,7 @@ impl Session {
     async fn exchange(
         &self,
         mut req: Request<ClientBody>,
-    ) -> Result<Response<Incoming>, (BridgeError, Option<SocketAddr>)> {
+    ) -> Result<Response<AnswerBody>, (BridgeError, Option<SocketAddr>)> {
         let up = &self.bridge.up;
         // upstream_request
         let upgrading = forwarded::is_upgrade(req.version(), req.headers());
@@ -232,6 +234,7 @@ impl Session {
                 strip_hop_by_hop(response.headers_mut(), true);
                 let backend_upgrade = hyper::upgrade::on(&mut response);
                 tunnel::spawn(client_upgrade, backend_upgrade, conn.slot, addr);
+                return Ok(response.map(AnswerBody::Direct));
             }
             _ if switching => {
                 let e =
@@ -244,7 +247,23 @@ impl Session {
                 self.release(conn, mode, &mut own);
             }
         }
-        Ok(response)
+        // upstream_response, read ahead of a slow client unless it must stream.
+        let headers = response.headers();
+        let streams = spool::streams(
+            headers.get(CONTENT_TYPE).map(|v| v.as_bytes()),
+            headers.get(spool::X_ACCEL_BUFFERING).map(|v| v.as_bytes()),
+        );
+        response.headers_mut().remove(spool::X_ACCEL_BUFFERING);
+        let (parts, body) = response.into_parts();
+        let body = if http_body::Body::is_end_stream(&body) {
+            AnswerBody::Direct(body)
+        } else if streams || !up.config().buffering {
+            up.spool_stats.count_streamed();
+            AnswerBody::Direct(body)
+        } else {
+            AnswerBody::spooled(body, up)
+        };
+        Ok(Response::from_parts(parts, body))
     }
 
     /// Sends the request on `conn` and waits for the response head. A request that failed on

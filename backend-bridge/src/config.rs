@@ -34,6 +34,25 @@ pub struct BridgeConfig {
     /// Peers whose own `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` are passed on
     /// (`--trusted-proxy`, repeatable); from anyone else they are replaced. Default: none.
     pub trusted_proxies: Vec<Cidr>,
+    /// Whether backend answers are read as fast as the backend writes them and held for the
+    /// client (`--proxy-buffering`), so a slow client never holds an Apache worker. Answers that
+    /// are `text/event-stream` or carry `X-Accel-Buffering: no` stream anyway. Default on.
+    pub buffering: bool,
+    /// Bytes of one answer held in memory for a slow client before the rest goes to a temporary
+    /// file (`--proxy-buffer`). Default 64 KiB.
+    pub proxy_buffer: u64,
+    /// Bytes of all answers held in memory at once (`--proxy-buffers-total`); past it, answers
+    /// go straight to their files. Default 64 MiB.
+    pub proxy_buffers_total: u64,
+    /// Largest temporary file of one answer (`--proxy-temp-max`, nginx's
+    /// `proxy_max_temp_file_size`); past it, the backend waits for the client. 0: no files.
+    /// Default 1 GiB.
+    pub proxy_temp_max: u64,
+    /// Bytes of all answers' temporary files at once (`--proxy-temp-total`); past it, backends
+    /// wait for their clients. Default 4 GiB.
+    pub proxy_temp_total: u64,
+    /// Where those files go (`--temp-dir`); each is unlinked as it is made.
+    pub temp_dir: std::path::PathBuf,
 }
 
 impl Default for BridgeConfig {
@@ -47,6 +66,12 @@ impl Default for BridgeConfig {
             fail_cooldown: Duration::from_secs(2),
             proxy_protocol: ProxyProtocol::Off,
             trusted_proxies: Vec::new(),
+            buffering: true,
+            proxy_buffer: 64 << 10,
+            proxy_buffers_total: 64 << 20,
+            proxy_temp_max: 1 << 30,
+            proxy_temp_total: 4 << 30,
+            temp_dir: std::env::temp_dir(),
         }
     }
 }

@@ -10,7 +10,8 @@
 //! - `connect`: per-daemon keep-alive pools (`pool`), new connections (`connect`) with an
 //!   optional [`proxy_protocol`] header;
 //! - `send` and `upstream_response`: [`Session::forward`] in `bridge`, bodies streamed by
-//!   `body`, upgrades tunnelled by `tunnel`; for plain GETs and HEADs the front has parsed
+//!   `body`, upgrades tunnelled by `tunnel`; answers read as fast as the backend writes them
+//!   and held for slow clients by `spool`; for plain GETs and HEADs the front has parsed
 //!   itself, [`Session::relay`] in [`relay`] carries the bytes without hyper;
 //! - errors by blame and their statuses: [`error`].
 //!
@@ -28,12 +29,14 @@ pub mod hop;
 mod pool;
 pub mod proxy_protocol;
 pub mod relay;
+mod spool;
 mod tunnel;
 pub mod upstreams;
 
-pub use body::{Buffered, ClientBody};
+pub use body::{AnswerBody, Buffered, ClientBody};
 pub use bridge::{Bridge, ClientInfo, Session};
 pub use config::{BridgeConfig, Cidr, ConfigError, ProxyProtocol};
 pub use error::{BridgeError, Phase};
 pub use relay::{Framing, RelayRequest, Relayed};
+pub use spool::SpoolCounts;
 pub use upstreams::{BackendStats, Upstreams};

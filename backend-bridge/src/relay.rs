@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -31,6 +31,7 @@ use crate::error::{BridgeError, Phase};
 use crate::forwarded;
 use crate::hop::{connection_tokens, is_hop_by_hop};
 use crate::pool::Reusable;
+use crate::spool::{self, pump, Source, Spool, WriteSink};
 use crate::upstreams::Slot;
 
 /// Bytes read from the backend at a time, and the start size of a connection's buffer.
@@ -116,6 +117,8 @@ pub(crate) struct ResponseHead {
     content_length: Option<u64>,
     /// Whether the connection may carry another request after this answer.
     keep_alive: bool,
+    /// Whether the answer must pass unbuffered (see [`spool::streams`]).
+    streams: bool,
 }
 
 /// Parses an answer's head from `buf`: `Ok(None)` until it is complete. 1xx heads other than
@@ -149,8 +152,14 @@ pub(crate) fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<ResponseH
     let mut fields = Vec::with_capacity(resp.headers.len());
     let (mut lengths, mut codings) = (Vec::new(), 0usize);
     let mut chunked = false;
+    let (mut content_type, mut accel) = (None, None);
     for f in resp.headers.iter() {
-        if f.name.eq_ignore_ascii_case("content-length") {
+        if f.name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(f.value);
+        }
+        if f.name.eq_ignore_ascii_case(spool::X_ACCEL_BUFFERING) {
+            accel = Some(f.value);
+        } else if f.name.eq_ignore_ascii_case("content-length") {
             lengths.push(f.value);
         } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
             codings += 1;
@@ -194,6 +203,7 @@ pub(crate) fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<ResponseH
         framing,
         content_length,
         keep_alive: resp.version == Some(1) && !close && framing != Framing::UntilClose,
+        streams: spool::streams(content_type, accel),
     }))
 }
 
@@ -560,12 +570,18 @@ impl Relayed {
         self.head.content_length
     }
 
-    /// Writes `head` (the caller's, built from this answer) and the body to `client` with
-    /// back-pressure, waiting at most the backend timeout for each read from the backend (as
-    /// nginx's `proxy_read_timeout`), then parks the backend connection if it may be reused.
-    /// Returns the payload bytes. An error means the client's connection must close: the answer
-    /// was cut short (by either side).
-    pub async fn send<W: AsyncWrite + Unpin>(self, client: &mut W, head: &[u8]) -> io::Result<u64> {
+    /// Writes `head` (the caller's, built from this answer) and the body to `client`. The body
+    /// is read as fast as the backend sends it and held for the client in a spool (see
+    /// [`crate::spool`]), so the backend connection is parked and its slot freed as soon as the
+    /// answer is complete, whatever the client's speed; answers that must stream are copied with
+    /// back-pressure instead. Each read from the backend waits at most the backend timeout (as
+    /// nginx's `proxy_read_timeout`). Returns the payload bytes. An error means the client's
+    /// connection must close: the answer was cut short (by either side).
+    pub async fn send<W: AsyncWrite + Unpin + Send>(
+        self,
+        client: &mut W,
+        head: &[u8],
+    ) -> io::Result<u64> {
         let Relayed {
             bridge,
             backend,
@@ -575,6 +591,42 @@ impl Relayed {
             timeout: limit,
         } = self;
         conn.buf.advance(parsed.len);
+        let up = Arc::clone(bridge.upstreams());
+        let buffered = up.config().buffering && !parsed.streams;
+        if parsed.framing != Framing::Empty && buffered {
+            up.spool_stats.count_buffered();
+            let mut body = RawBody {
+                end: BodyEnd::of(parsed.framing),
+                keep_alive: parsed.keep_alive,
+                bridge,
+                backend,
+                slot: Some(slot),
+                conn: Some(conn),
+                limit,
+                deadline: Instant::now() + limit,
+            };
+            let ready = body.take_buffered()?;
+            if body.conn.is_none() {
+                // The whole answer came with its head (most pages): the backend is free already.
+                write_both(client, head, &ready).await?;
+                return Ok(body.end.payload());
+            }
+            let mut first = BytesMut::with_capacity(head.len() + ready.len());
+            first.extend_from_slice(head);
+            first.extend_from_slice(&ready);
+            let mut spool = Spool::new(Arc::clone(&up.spool_limits), Arc::clone(&up.spool_stats));
+            pump(
+                first.freeze(),
+                &mut body,
+                &mut WriteSink(client),
+                &mut spool,
+            )
+            .await?;
+            return Ok(body.end.payload());
+        }
+        if parsed.framing != Framing::Empty {
+            up.spool_stats.count_streamed();
+        }
         let (sent, clean) = match parsed.framing {
             Framing::Empty => {
                 client.write_all(head).await?;
@@ -587,10 +639,139 @@ impl Relayed {
         conn.buf.clear();
         drop(slot);
         if clean && parsed.keep_alive {
-            let up = bridge.upstreams();
             bridge.raw.put(backend, conn, up.backend(backend));
         }
         Ok(sent)
+    }
+}
+
+/// Where an answer's body ends, followed as its bytes arrive.
+enum BodyEnd {
+    Length { left: u64, total: u64 },
+    Chunked(ChunkedEnd),
+    UntilClose { seen: u64 },
+}
+
+impl BodyEnd {
+    fn of(framing: Framing) -> BodyEnd {
+        match framing {
+            Framing::Empty => BodyEnd::Length { left: 0, total: 0 },
+            Framing::Length(n) => BodyEnd::Length { left: n, total: n },
+            Framing::Chunked => BodyEnd::Chunked(ChunkedEnd::default()),
+            Framing::UntilClose => BodyEnd::UntilClose { seen: 0 },
+        }
+    }
+
+    /// Takes the next bytes: `Some(n)` when the body ends after the first `n` of them.
+    fn feed(&mut self, bytes: &[u8]) -> io::Result<Option<usize>> {
+        match self {
+            BodyEnd::Length { left, .. } => {
+                let take = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                *left -= take as u64;
+                Ok((*left == 0).then_some(take))
+            }
+            BodyEnd::Chunked(scan) => scan
+                .feed(bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            BodyEnd::UntilClose { seen } => {
+                *seen += bytes.len() as u64;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Payload bytes seen so far.
+    fn payload(&self) -> u64 {
+        match self {
+            BodyEnd::Length { left, total } => total - left,
+            BodyEnd::Chunked(scan) => scan.payload,
+            BodyEnd::UntilClose { seen } => *seen,
+        }
+    }
+}
+
+/// A relayed answer's body as a [`Source`]: read from the raw connection, which is parked (or
+/// closed) and its slot freed the moment the body's end is read.
+struct RawBody {
+    bridge: Arc<Bridge>,
+    backend: usize,
+    slot: Option<Slot>,
+    conn: Option<RawConn>,
+    end: BodyEnd,
+    keep_alive: bool,
+    limit: Duration,
+    /// When the backend must have sent more: `limit` after its last bytes.
+    deadline: Instant,
+}
+
+impl RawBody {
+    /// Takes what the connection's buffer holds of the body.
+    fn take_buffered(&mut self) -> io::Result<Bytes> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Bytes::new());
+        };
+        match self.end.feed(&conn.buf)? {
+            Some(n) => {
+                // Anything after the body's end is not an answer to anything: never pooled.
+                let clean = n == conn.buf.len();
+                let body = conn.buf.split_to(n).freeze();
+                self.finish(clean);
+                Ok(body)
+            }
+            None => Ok(conn.buf.split().freeze()),
+        }
+    }
+
+    /// The body is complete: frees the slot and parks the connection if it may carry another
+    /// request.
+    fn finish(&mut self, clean: bool) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        drop(self.slot.take());
+        conn.buf.clear();
+        if clean && self.keep_alive {
+            let up = self.bridge.upstreams();
+            self.bridge
+                .raw
+                .put(self.backend, conn, up.backend(self.backend));
+        }
+    }
+}
+
+impl Source for RawBody {
+    async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            match conn.read_more(self.deadline).await {
+                Ok(0) if matches!(self.end, BodyEnd::UntilClose { .. }) => {
+                    self.finish(false);
+                    return Ok(None);
+                }
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "backend closed the connection before the end of the body",
+                    ))
+                }
+                Ok(_) => self.deadline = Instant::now() + self.limit,
+                Err(ReadFailure::Io(e)) => return Err(e),
+                Err(ReadFailure::Timeout) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "backend stopped sending the body",
+                    ))
+                }
+            }
+            let bytes = self.take_buffered()?;
+            if !bytes.is_empty() {
+                return Ok(Some(bytes));
+            }
+        }
     }
 }
 

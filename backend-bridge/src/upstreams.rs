@@ -10,12 +10,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::balance;
 use crate::config::BridgeConfig;
 use crate::error::BridgeError;
+use crate::spool::{SpoolCounts, SpoolLimits, SpoolStats};
 
 /// The backends of one server, shared (behind an `Arc`) by every main daemon.
 #[derive(Debug)]
 pub struct Upstreams {
     cfg: BridgeConfig,
     backends: Vec<Arc<Backend>>,
+    /// Answer buffering: its limits (from `cfg`) and counters.
+    pub(crate) spool_limits: Arc<SpoolLimits>,
+    pub(crate) spool_stats: Arc<SpoolStats>,
     /// Round-robin counter.
     next: AtomicUsize,
     /// Zero of the millisecond clock the cooldowns are kept in.
@@ -128,6 +132,8 @@ impl Upstreams {
             })
             .collect();
         Arc::new(Upstreams {
+            spool_limits: Arc::new(SpoolLimits::of(&cfg)),
+            spool_stats: Arc::default(),
             cfg,
             backends,
             next: AtomicUsize::new(0),
@@ -138,6 +144,11 @@ impl Upstreams {
     /// The settings.
     pub fn config(&self) -> &BridgeConfig {
         &self.cfg
+    }
+
+    /// Answer buffering's counters.
+    pub fn spool(&self) -> SpoolCounts {
+        self.spool_stats.counts()
     }
 
     /// Every backend's counters, in configuration order.

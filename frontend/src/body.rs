@@ -49,7 +49,7 @@ enum Inner {
         rx: mpsc::Receiver<io::Result<Bytes>>,
         remaining: u64,
     },
-    Backend(hyper::body::Incoming),
+    Backend(khttpd_bridge::AnswerBody),
 }
 
 /// An access-log line waiting for the end of its response (kHTTPd's Logging stage): written when
@@ -102,8 +102,9 @@ impl Body {
         }
     }
 
-    /// A backend's body, streamed through with back-pressure.
-    pub fn backend(b: hyper::body::Incoming) -> Body {
+    /// A backend's body, read ahead by the bridge or streamed through (see
+    /// [`khttpd_bridge::AnswerBody`]).
+    pub fn backend(b: khttpd_bridge::AnswerBody) -> Body {
         Body::new(Inner::Backend(b))
     }
 
@@ -224,10 +225,7 @@ impl http_body::Body for Body {
         let polled = match &mut this.inner {
             Inner::Empty => Poll::Ready(None),
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Backend(b) => match Pin::new(b).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
-                other => other.map(|f| f.map(|r| r.map_err(io::Error::other))),
-            },
+            Inner::Backend(b) => Pin::new(b).poll_frame(cx),
             Inner::Stream { rx, remaining } => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(b))) => {
                     *remaining = remaining.saturating_sub(b.len() as u64);

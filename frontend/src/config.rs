@@ -153,8 +153,33 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_BODY_BUFFER", default_value = "64K", value_parser = parse_size)]
     pub body_buffer: u64,
 
-    /// Directory for the temporary files of large request bodies (unlinked at once); default: the
-    /// system's ($TMPDIR or /tmp).
+    /// Backend answers are read as fast as the backend writes them and held for the client
+    /// (nginx's proxy_buffering), so a slow client never holds an Apache worker; `off` passes them
+    /// through at the client's pace. `text/event-stream` and `X-Accel-Buffering: no` always stream.
+    #[arg(long, env = "KHTTPD_PROXY_BUFFERING", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
+    pub proxy_buffering: bool,
+
+    /// Bytes of one backend answer held in memory for a slow client; the rest goes to an unlinked
+    /// temporary file in --temp-dir (nginx's proxy_buffers).
+    #[arg(long, env = "KHTTPD_PROXY_BUFFER", default_value = "64K", value_parser = parse_size)]
+    pub proxy_buffer: u64,
+
+    /// Bytes of all backend answers held in memory at once; past it, answers go to their files.
+    #[arg(long, env = "KHTTPD_PROXY_BUFFERS_TOTAL", default_value = "64M", value_parser = parse_size)]
+    pub proxy_buffers_total: u64,
+
+    /// Largest temporary file of one backend answer (nginx's proxy_max_temp_file_size); past it the
+    /// backend waits for the client. 0: no files, memory only.
+    #[arg(long, env = "KHTTPD_PROXY_TEMP_MAX", default_value = "1G", value_parser = parse_size)]
+    pub proxy_temp_max: u64,
+
+    /// Bytes of all backend answers' temporary files at once; past it, backends wait for clients.
+    #[arg(long, env = "KHTTPD_PROXY_TEMP_TOTAL", default_value = "4G", value_parser = parse_size)]
+    pub proxy_temp_total: u64,
+
+    /// Directory for the temporary files of large request bodies and backend answers (unlinked at
+    /// once); default: the system's ($TMPDIR or /tmp).
     #[arg(long, env = "KHTTPD_TEMP_DIR")]
     pub temp_dir: Option<PathBuf>,
 
@@ -630,6 +655,12 @@ impl TryFrom<Args> for Config {
             fail_cooldown: Duration::from_secs_f64(a.backend_cooldown),
             proxy_protocol,
             trusted_proxies,
+            buffering: a.proxy_buffering,
+            proxy_buffer: a.proxy_buffer,
+            proxy_buffers_total: a.proxy_buffers_total,
+            proxy_temp_max: a.proxy_temp_max,
+            proxy_temp_total: a.proxy_temp_total,
+            temp_dir: temp_dir.clone(),
         };
         Ok(Config {
             bridge,

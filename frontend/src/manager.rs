@@ -433,6 +433,14 @@ impl Manager {
             },
             "verify": self.shared.verifier.stats(),
             "uploads": self.shared.uploads.counts(),
+            "answers": self.shared.current.load().upstreams.as_ref().map(|u| {
+                let c = u.spool();
+                json!({
+                    "buffered": c.buffered, "to_disk": c.to_disk, "streamed": c.streamed,
+                    "paused": c.paused, "temp_files": c.temp_files, "temp_bytes": c.temp_bytes,
+                    "memory": c.memory,
+                })
+            }),
             "backends": self.shared.current.load().upstreams.as_ref().map(|u| u.snapshot()).unwrap_or_default()
                 .into_iter().map(|b| json!({
                     "backend": b.addr.to_string(), "healthy": b.healthy, "requests": b.requests,

@@ -40,7 +40,7 @@ pub async fn bounded<F: Future<Output = ()>>(f: F) {
 pub const ERROR_KIND: &str = "x-bridge-error";
 
 pub type ClientBody = BoxBody<Bytes, Infallible>;
-type FrontBody = Either<Incoming, Full<Bytes>>;
+type FrontBody = Either<khttpd_bridge::AnswerBody, Full<Bytes>>;
 
 /// The two ways a request reaches the backend; the tests of plain GETs run through both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

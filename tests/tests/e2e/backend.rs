@@ -56,6 +56,19 @@ impl Docroot {
                     for ($i = 0; $i < $mb; $i++) { echo $chunk; flush(); }"#,
             ),
             (
+                "big.php",
+                "<?php header('Content-Length: 4194304'); echo str_repeat('0123456789abcdef', 262144);",
+            ),
+            (
+                "events.php",
+                "<?php header('Content-Type: text/event-stream'); header('Cache-Control: no-cache');
+                    echo \"data: one\\n\\n\"; flush(); usleep(1500000); echo \"data: two\\n\\n\";",
+            ),
+            (
+                "unbuffered.php",
+                "<?php header('X-Accel-Buffering: no'); echo 'one '; flush(); usleep(1500000); echo 'two';",
+            ),
+            (
                 "fixed.php",
                 "<?php header('X-App: fixed'); header('Cache-Control: no-store'); echo 'fixed page ', $_GET['n'] ?? '-';",
             ),
@@ -795,6 +808,190 @@ fn slow_uploads_hold_no_backend_slot() {
         a.access_log()
     );
     drop(slow);
+}
+
+/// Issue 16: slow readers hold no backend slot either. 200 clients with a 4 KiB receive buffer ask
+/// for a 4 MiB PHP answer (more than the kernel's socket buffers take) (half relayed from the fast path, half through the full pipeline) and
+/// never read it. With 4 backend slots, Apache still finishes all 200 answers (it logs a request
+/// once its answer is written), every other dynamic request gets its answer at once, and the
+/// answers wait in the front's temporary files, which are gone once the clients leave. Without
+/// buffering (`--proxy-buffering off`) the first 4 clients hold the 4 slots and the rest get 503.
+#[test]
+fn slow_readers_hold_no_backend_slot() {
+    let doc = Docroot::new();
+    // Enough prefork children from the start: prefork adds at most a few per second, and a request
+    // waiting for one would wait for Apache, not for the front.
+    let a = apache(
+        &doc,
+        ApacheOptions {
+            extra: "StartServers 12\nMinSpareServers 12\nMaxSpareServers 16\n".into(),
+            ..ApacheOptions::default()
+        },
+    );
+    let temp = tempfile::tempdir().unwrap();
+    let f = front(
+        &doc,
+        a.addr,
+        &[
+            "--backend-max-conns",
+            "4",
+            // 800 MiB pass through 4 slots: a queue, but one that moves.
+            "--backend-queue-timeout",
+            "30",
+            "--temp-dir",
+            temp.path().to_str().unwrap(),
+        ],
+    );
+    let mut slow = Vec::new();
+    for i in 0..200 {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&f.addr.into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        // A hop-by-hop TE field sends the request through hyper instead of the relay.
+        let te = if i % 2 == 0 { "" } else { "TE: trailers\r\n" };
+        s.write_all(format!("GET /big.php?c={i} HTTP/1.1\r\nHost: a\r\n{te}\r\n").as_bytes())
+            .unwrap();
+        slow.push(s);
+    }
+    // Apache wrote every one of the 200 answers while no client read a byte.
+    let done = khttpd_tests::wait_until(Duration::from_secs(60), || {
+        (a.log_lines_matching("GET /big.php?c=").len() >= 200).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "Apache finished {} of 200 answers; front status: {}\n{}",
+        a.log_lines_matching("GET /big.php?c=").len(),
+        f.status()["answers"],
+        f.stderr()
+            .lines()
+            .filter(|l| !l.contains("DEBUG"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let started = Instant::now();
+    for i in 0..20 {
+        let r = http::get(f.addr, &format!("/fixed.php?n={i}"));
+        assert_eq!((r.status, r.text()), (200, format!("fixed page {i}")));
+        let r = http::request(
+            f.addr,
+            "GET",
+            &format!("/fixed.php?n={i}"),
+            &[("TE", "trailers")],
+            b"",
+        );
+        assert_eq!((r.status, r.text()), (200, format!("fixed page {i}")));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let answers = f.status()["answers"].clone();
+    assert!(answers["buffered"].as_u64().unwrap() >= 240, "{answers}");
+    assert!(answers["to_disk"].as_u64().unwrap() >= 150, "{answers}");
+    assert!(answers["temp_files"].as_u64().unwrap() >= 150, "{answers}");
+    assert!(
+        answers["memory"].as_u64().unwrap() <= 200 * (200 << 10),
+        "{answers}"
+    );
+    assert!(
+        std::fs::read_dir(temp.path()).unwrap().next().is_none(),
+        "temporary files are unlinked at once"
+    );
+
+    // A slow reader still gets every byte, in order.
+    let mut first = slow.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 65536];
+    let expected_body = 4 << 20;
+    while answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .is_none_or(|p| answer.len() < p + 4 + expected_body)
+    {
+        let n = first.read(&mut buf).unwrap();
+        assert!(n > 0, "answer cut at {} bytes", answer.len());
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..split])
+    );
+    let pattern = b"0123456789abcdef";
+    assert!(
+        answer[split..].chunks(16).all(|c| c == &pattern[..c.len()]),
+        "body intact"
+    );
+
+    // The clients leave: their spools go with them.
+    drop(slow);
+    drop(first);
+    let gone = khttpd_tests::wait_until(Duration::from_secs(20), || {
+        let a = f.status()["answers"].clone();
+        (a["temp_files"] == 0 && a["memory"] == 0 && a["temp_bytes"] == 0).then_some(())
+    });
+    assert!(gone.is_some(), "{}", f.status()["answers"]);
+}
+
+/// Issue 16: what must stream is not buffered: server-sent events and answers with
+/// `X-Accel-Buffering: no` pass as they come (counted as `streamed`), the first part arrives while
+/// PHP is still sleeping, and the `X-Accel-Buffering` field stays between Apache and the front.
+#[test]
+fn event_streams_and_unbuffered_answers_pass_as_they_come() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &[]);
+    for (path, first) in [("/events.php", "data: one"), ("/unbuffered.php", "one ")] {
+        for te in ["", "TE: trailers\r\n"] {
+            let mut s = TcpStream::connect(f.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let sent = Instant::now();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: a\r\n{te}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut first_at = None;
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if first_at.is_none() && String::from_utf8_lossy(&got).contains(first) {
+                    first_at = Some(sent.elapsed());
+                }
+            }
+            let text = String::from_utf8_lossy(&got).into_owned();
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            assert!(
+                !text.to_ascii_lowercase().contains("x-accel-buffering"),
+                "{text}"
+            );
+            let first_at = first_at.unwrap_or_else(|| panic!("{path}: {text}"));
+            assert!(
+                first_at < Duration::from_millis(1200),
+                "{path} {te:?}: first part after {first_at:?}"
+            );
+            assert!(
+                sent.elapsed() >= Duration::from_millis(1500),
+                "{path}: {text}"
+            );
+            assert!(text.contains("two"), "{text}");
+        }
+    }
+    let answers = f.status()["answers"].clone();
+    assert_eq!(answers["streamed"], 4, "{answers}");
 }
 
 /// Issue 16: a body over `--max-body-size` gets 413, announced or chunked, and never reaches Apache.
