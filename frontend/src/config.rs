@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -29,6 +30,28 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "KHTTPD_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
+
+    /// TCP port for HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on the same address; needs --cert and
+    /// --key. Off when not given.
+    #[arg(long, env = "KHTTPD_TLS_PORT")]
+    pub tls_port: Option<u16>,
+
+    /// PEM certificate chain (leaf first) for HTTPS; repeatable, one --key each, in the same order.
+    /// The client's SNI name picks the first certificate valid for it, else the first one.
+    #[arg(long, env = "KHTTPD_CERT", value_delimiter = ',')]
+    pub cert: Vec<PathBuf>,
+
+    /// PEM private key of the --cert at the same position (a warning if others may read it).
+    #[arg(long, env = "KHTTPD_KEY", value_delimiter = ',')]
+    pub key: Vec<PathBuf>,
+
+    /// Most concurrent HTTP/2 streams per connection (nginx's http2_max_concurrent_streams).
+    #[arg(long, env = "KHTTPD_H2_MAX_STREAMS", default_value_t = 128)]
+    pub h2_max_streams: u32,
+
+    /// Strict-Transport-Security max-age in seconds sent with HTTPS answers; 0 sends none.
+    #[arg(long, env = "KHTTPD_HSTS", default_value_t = 0)]
+    pub hsts: u64,
 
     /// Document root (kHTTPd's documentroot). Requests never resolve outside it.
     #[arg(long, env = "KHTTPD_ROOT", default_value = "www")]
@@ -431,6 +454,12 @@ impl Dynamic {
 pub struct Config {
     /// Where the main daemons listen.
     pub listen: SocketAddr,
+    /// HTTPS, when a --tls-port is given.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub h2_max_streams: u32,
+    /// `Strict-Transport-Security` for HTTPS answers, if any.
+    pub hsts: Option<http::HeaderValue>,
     /// Canonical document root.
     pub root: PathBuf,
     /// Backends, resolved.
@@ -662,8 +691,32 @@ impl TryFrom<Args> for Config {
             proxy_temp_total: a.proxy_temp_total,
             temp_dir: temp_dir.clone(),
         };
+        let tls = match a.tls_port {
+            Some(port) => Some(Arc::new(
+                crate::tls::Tls::load(SocketAddr::new(a.bind, port), &a.cert, &a.key)
+                    .map_err(|e| ConfigError(e.to_string()))?,
+            )),
+            None if !a.cert.is_empty() || !a.key.is_empty() => {
+                return Err(ConfigError(
+                    "--cert and --key need --tls-port (e.g. --tls-port 443)".into(),
+                ))
+            }
+            None => None,
+        };
+        if a.tls_port.is_some() && a.tls_port == Some(a.port) && a.port != 0 {
+            return Err(ConfigError(format!(
+                "--tls-port {}: the same port as --port",
+                a.port
+            )));
+        }
         Ok(Config {
             bridge,
+            tls,
+            h2_max_streams: a.h2_max_streams.max(1),
+            hsts: (a.hsts > 0).then(|| {
+                http::HeaderValue::from_str(&format!("max-age={}", a.hsts))
+                    .unwrap_or(http::HeaderValue::from_static("max-age=0"))
+            }),
             route_header: a.route_header,
             listen: SocketAddr::new(a.bind, a.port),
             root,

@@ -26,10 +26,33 @@ pub enum BindError {
     Other(SocketAddr, io::Error),
 }
 
-/// Opens `cfg.threads` listeners on the same address with `SO_REUSEPORT`. With port 0 the first
-/// listener picks the port and the others join it.
-pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>, BindError> {
-    let mut addr = cfg.listen;
+/// One main daemon's listening sockets: plain HTTP, and HTTPS when a TLS port is set.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The plain HTTP port.
+    pub plain: TcpListener,
+    /// The TLS port, if any.
+    pub tls: Option<TcpListener>,
+}
+
+/// Opens `cfg.threads` listeners on the same address with `SO_REUSEPORT` (and as many on the TLS
+/// address when there is one). With port 0 the first listener picks the port and the others join
+/// it.
+pub fn bind(cfg: &Config) -> Result<Vec<Listeners>, BindError> {
+    let plain = bind_group(cfg.listen, cfg)?;
+    let mut tls = match &cfg.tls {
+        Some(t) => bind_group(t.addr, cfg)?.into_iter().map(Some).collect(),
+        None => Vec::new(),
+    };
+    tls.resize_with(plain.len(), || None);
+    Ok(plain
+        .into_iter()
+        .zip(tls)
+        .map(|(plain, tls)| Listeners { plain, tls })
+        .collect())
+}
+
+fn bind_group(mut addr: SocketAddr, cfg: &Config) -> Result<Vec<TcpListener>, BindError> {
     // SO_REUSEPORT would let us join another server's port and split its traffic: first make sure
     // nobody listens there, with a plain socket that is closed again at once.
     if addr.port() != 0 {
@@ -112,7 +135,7 @@ pub struct Daemons {
 }
 
 /// Starts one main daemon per listener; daemon `i` counts into `shared.stats[i]`.
-pub fn start(listeners: Vec<TcpListener>, shared: Arc<Shared>) -> io::Result<Daemons> {
+pub fn start(listeners: Vec<Listeners>, shared: Arc<Shared>) -> io::Result<Daemons> {
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(listeners.len());
     for (i, l) in listeners.into_iter().enumerate() {
@@ -128,7 +151,7 @@ pub fn start(listeners: Vec<TcpListener>, shared: Arc<Shared>) -> io::Result<Dae
 }
 
 fn run_daemon(
-    l: TcpListener,
+    l: Listeners,
     shared: Arc<Shared>,
     stats: Arc<DaemonStats>,
     stop: watch::Receiver<bool>,
@@ -144,8 +167,12 @@ fn run_daemon(
         }
     };
     rt.block_on(async move {
-        match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => server::accept_loop(l, shared, stats, stop).await,
+        let tls = match l.tls.map(tokio::net::TcpListener::from_std).transpose() {
+            Ok(t) => t,
+            Err(e) => return tracing::error!(error = %e, "cannot register the TLS listener"),
+        };
+        match tokio::net::TcpListener::from_std(l.plain) {
+            Ok(l) => server::accept_loop(l, tls, shared, stats, stop).await,
             Err(e) => tracing::error!(error = %e, "cannot register the listener"),
         }
     });

@@ -60,6 +60,16 @@ pub struct Prefixed<T> {
     inner: T,
 }
 
+impl<T> Prefixed<T> {
+    /// `inner` with nothing read ahead (a connection that never went through the fast path).
+    pub fn new(inner: T) -> Prefixed<T> {
+        Prefixed {
+            prefix: BytesMut::new(),
+            inner,
+        }
+    }
+}
+
 impl Prefixed<HeadGuard<TcpStream>> {
     /// Sets TCP_NODELAY before handing the connection on.
     pub fn nodelay(&self) {

@@ -38,6 +38,8 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     /// The way to the backends, when there are any.
     pub session: Option<Session>,
+    /// Whether the client came over TLS (HSTS, `X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for ConnCtx {
@@ -75,6 +77,11 @@ pub async fn handle(
     ctx.stats.count(kind, status, len);
     let h = resp.headers_mut();
     h.insert(SERVER, HeaderValue::from_static(SERVER_NAME));
+    if ctx.tls {
+        if let Some(hsts) = &runtime.config.hsts {
+            h.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
     if runtime.config.route_header {
         h.insert(
             HeaderName::from_static("x-khttpd-route"),
@@ -129,7 +136,12 @@ fn gate<B>(route: Arc<Route>, req: &Request<B>, ctx: &ConnCtx, cfg: &Arc<Config>
         Route::Redirect(_) => return Arc::new(Route::Backend(BackendReason::Unverified)),
         _ => return route,
     };
-    let host = req.headers().get(HOST).and_then(|v| v.to_str().ok());
+    // HTTP/2 names the host in the `:authority` pseudo-field, which hyper puts in the URI.
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
     if ctx.shared.verifier.gate(host, target, cfg) {
         route
     } else {
@@ -258,6 +270,7 @@ fn log_record(req: &Request<Incoming>, peer: SocketAddr, cfg: &Config) -> LogRec
         version: match req.version() {
             Version::HTTP_10 => "HTTP/1.0",
             Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_2 => "HTTP/2.0",
             _ => "HTTP/1.1",
         },
         status: 0,

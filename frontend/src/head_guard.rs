@@ -67,6 +67,21 @@ impl<T> HeadGuard<T> {
         }
     }
 
+    /// Guards only the writes of `inner` (the send deadline): for a protocol that is not
+    /// HTTP/1.1 (HTTP/2 frames), whose own server keeps the read deadlines.
+    pub fn aside(inner: T, timeouts: Timeouts) -> HeadGuard<T> {
+        let mut scan = Scanner::new(0);
+        scan.state = State::Aside;
+        HeadGuard {
+            inner,
+            scan,
+            timeouts,
+            read_timer: None,
+            read_timer_for_head: false,
+            write_timer: None,
+        }
+    }
+
     /// The connection underneath, for writes that bypass the guard (sendfile).
     pub fn get_ref(&self) -> &T {
         &self.inner

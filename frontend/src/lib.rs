@@ -3,6 +3,7 @@
 //! The pipeline of one request and where each step lives:
 //! - configuration and flags: [`config`];
 //! - main daemons (one thread, runtime and `SO_REUSEPORT` listener per core): [`daemon`];
+//! - HTTPS (rustls, certificates by SNI, ALPN `h2`/`http/1.1`): [`tls`];
 //! - accept and WaitForHeaders: [`fast_path`] answers cached static requests itself and hands the
 //!   rest to hyper (header deadline, head size limit) in [`server`], with
 //!   [`head_guard`] refusing framing a backend could read differently;
@@ -44,6 +45,7 @@ pub mod server;
 pub mod state;
 pub mod static_file;
 pub mod stats;
+pub mod tls;
 pub mod upload;
 pub mod verify;
 

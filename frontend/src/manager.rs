@@ -54,6 +54,8 @@ struct Manager {
     daemons: Option<Daemons>,
     /// Where the main daemons listen: fixed at the first bind so `start` reuses a port 0 picked then.
     listen: SocketAddr,
+    /// Where HTTPS listens, fixed the same way.
+    tls_listen: Option<SocketAddr>,
     threads: usize,
     started: Instant,
     control_path: PathBuf,
@@ -65,6 +67,10 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
         .map_err(StartError::AccessLog)?;
     let threads = config.threads;
     let listen = config.listen;
+    let tls_listen = config.tls.as_ref().map(|t| t.addr);
+    if let Some(tls) = &config.tls {
+        tls.log_warnings();
+    }
     let admin_addr = config.admin_listen;
     let shared = Shared::new(Runtime::new(config, None), log.clone(), threads);
     let control_path = args
@@ -77,6 +83,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
         shared,
         daemons: None,
         listen,
+        tls_listen,
         threads,
         started: Instant::now(),
         control_path,
@@ -117,24 +124,44 @@ impl Manager {
         self.shared.config()
     }
 
-    fn bind(&mut self) -> Result<Vec<TcpListener>, daemon::BindError> {
+    fn bind(&mut self) -> Result<Vec<daemon::Listeners>, daemon::BindError> {
         let mut cfg = (*self.config()).clone();
         cfg.listen = self.listen;
         cfg.threads = self.threads;
+        // The TLS port is fixed at the first bind like the plain one; the certificates are not.
+        cfg.tls = match (&cfg.tls, self.tls_listen) {
+            (Some(t), Some(addr)) => Some(Arc::new(crate::tls::Tls {
+                addr,
+                server: Arc::clone(&t.server),
+                certs: t.certs.clone(),
+                warnings: Vec::new(),
+            })),
+            _ => None,
+        };
         let listeners = daemon::bind(&cfg)?;
-        if let Some(addr) = listeners.first().and_then(|l| l.local_addr().ok()) {
+        if let Some(addr) = listeners.first().and_then(|l| l.plain.local_addr().ok()) {
             self.listen = addr;
+        }
+        if let Some(addr) = listeners
+            .first()
+            .and_then(|l| l.tls.as_ref())
+            .and_then(|l| l.local_addr().ok())
+        {
+            self.tls_listen = Some(addr);
         }
         Ok(listeners)
     }
 
-    fn start_with(&mut self, listeners: Vec<TcpListener>) -> std::io::Result<()> {
+    fn start_with(&mut self, listeners: Vec<daemon::Listeners>) -> std::io::Result<()> {
         self.daemons = Some(daemon::start(listeners, self.shared.clone())?);
         self.shared
             .serving
             .store(true, std::sync::atomic::Ordering::Relaxed);
         // Scripts and tests wait for this exact line.
         println!("listening on {}", self.listen);
+        if let Some(tls) = self.tls_listen {
+            println!("listening for TLS on {tls}");
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tracing::info!(addr = %self.listen, daemons = self.threads, "main daemons started");
@@ -157,7 +184,7 @@ impl Manager {
     async fn serve(
         &mut self,
         control: std::os::unix::net::UnixListener,
-        listeners: Option<Vec<TcpListener>>,
+        listeners: Option<Vec<daemon::Listeners>>,
         admin: Option<TcpListener>,
     ) -> Result<(), StartError> {
         let (tx, mut rx) = mpsc::channel::<(Request, oneshot::Sender<Reply>)>(16);
@@ -329,8 +356,12 @@ impl Manager {
             }
         };
         let mut notes = Vec::new();
-        if config.listen != self.config().listen || config.threads != self.threads {
-            notes.push(" (port, bind and threads change at the next restart)");
+        let tls_addr = |c: &Config| c.tls.as_ref().map(|t| t.addr);
+        if config.listen != self.config().listen
+            || config.threads != self.threads
+            || tls_addr(&config) != tls_addr(&self.config())
+        {
+            notes.push(" (port, tls-port, bind and threads change at the next restart)");
         }
         match self.apply(&args, config) {
             Ok(()) => {
@@ -352,6 +383,9 @@ impl Manager {
                 .map_err(|e| format!("access log {}: {e}", config.access_log))?;
         }
         log.set_format(config.log_format);
+        if let Some(tls) = &config.tls {
+            tls.log_warnings();
+        }
         let next = Runtime::new(config, Some(&self.shared.current.load()));
         self.shared.current.store(Arc::new(next));
         Ok(())
@@ -421,6 +455,7 @@ impl Manager {
             "uptime_secs": uptime,
             "pid": std::process::id(),
             "listen": self.listen.to_string(),
+            "tls_listen": self.tls_listen.map(|a| a.to_string()),
             "documentroot": cfg.root.display().to_string(),
             "connections": self.shared.open.get(),
             "maxconnect": cfg.maxconnect,

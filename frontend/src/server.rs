@@ -91,6 +91,7 @@ pub fn http1_builder(cfg: &Config) -> http1::Builder {
 /// Accepts and serves connections until `stop` turns true, then drains them for `cfg.grace`.
 pub async fn accept_loop(
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     stats: Arc<DaemonStats>,
     stop: watch::Receiver<bool>,
@@ -100,6 +101,7 @@ pub async fn accept_loop(
     // Each connection holds a sender; when all are gone the daemon is drained (mini-redis's pattern).
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let listening = listener.local_addr().ok();
+    let tls_listening = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
     // One stop waiter for the loop, not one per accepted connection (each took the watch's lock).
     let mut stop_watch = stop.clone();
     let mut stopped = std::pin::pin!(stop_watch.changed());
@@ -107,29 +109,48 @@ pub async fn accept_loop(
         if *stop.borrow() {
             break;
         }
-        tokio::select! {
+        let (accepted, tls) = tokio::select! {
             _ = &mut stopped => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Settings changed at run time apply from the next connection on.
-                    let cfg = shared.config();
-                    let Some(slot) = shared.open.try_acquire(cfg.maxconnect) else {
-                        tokio::spawn(turn_away(stream));
-                        continue;
-                    };
-                    // Our exact address matters only to the PROXY protocol header; elsewhere the
-                    // listener's spares a getsockname() per connection.
-                    let local = match (listening, cfg.bridge.proxy_protocol) {
-                        (Some(l), ProxyProtocol::Off) => l,
-                        _ => stream.local_addr().unwrap_or(peer),
-                    };
-                    let session = session_for(&shared, &mut bridge, peer, local);
-                    let ctx = Arc::new(ConnCtx { shared: shared.clone(), stats: stats.clone(), peer, local, session });
-                    let conn = serve(stream, ctx, cfg, stop.clone(), (alive_tx.clone(), slot));
-                    tokio::spawn(conn);
-                }
-                Err(e) => accept_error(&e).await,
-            },
+            accepted = listener.accept() => (accepted, false),
+            accepted = accept_tls(tls_listener.as_ref()) => (accepted, true),
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                accept_error(&e).await;
+                continue;
+            }
+        };
+        // Settings changed at run time apply from the next connection on.
+        let cfg = shared.config();
+        let Some(slot) = shared.open.try_acquire(cfg.maxconnect) else {
+            tokio::spawn(turn_away(stream));
+            continue;
+        };
+        // Our exact address matters only to the PROXY protocol header; elsewhere the
+        // listener's spares a getsockname() per connection.
+        let local = match (
+            if tls { tls_listening } else { listening },
+            cfg.bridge.proxy_protocol,
+        ) {
+            (Some(l), ProxyProtocol::Off) => l,
+            _ => stream.local_addr().unwrap_or(peer),
+        };
+        let scheme = if tls { "https" } else { "http" };
+        let session = session_for(&shared, &mut bridge, peer, local, scheme);
+        let ctx = Arc::new(ConnCtx {
+            shared: shared.clone(),
+            stats: stats.clone(),
+            peer,
+            local,
+            session,
+            tls,
+        });
+        let alive = (alive_tx.clone(), slot);
+        if tls {
+            tokio::spawn(serve_tls(stream, ctx, cfg, stop.clone(), alive));
+        } else {
+            tokio::spawn(serve(stream, ctx, cfg, stop.clone(), alive));
         }
     }
     // kHTTPd's stop: the port refuses new connections at once.
@@ -152,6 +173,7 @@ fn session_for(
     bridge: &mut Option<Arc<Bridge>>,
     peer: std::net::SocketAddr,
     local: std::net::SocketAddr,
+    scheme: &'static str,
 ) -> Option<Session> {
     let runtime = shared.current.load();
     let upstreams = runtime.upstreams.as_ref()?;
@@ -166,8 +188,18 @@ fn session_for(
     Some(current.session(ClientInfo {
         peer,
         local,
-        scheme: "http",
+        scheme,
     }))
+}
+
+/// The next connection on the TLS listener; never, when there is none.
+async fn accept_tls(
+    listener: Option<&TcpListener>,
+) -> io::Result<(TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn accept_error(e: &io::Error) {
@@ -212,21 +244,68 @@ async fn serve(
         Next::Closed => return,
         Next::HandOff(io) => io,
     };
+    // hyper may answer in several writes (head, then a streamed body): don't let Nagle hold them.
+    io.nodelay();
     // Boxed: hyper's connection state is large, and most connections never need it; inline, it
     // would be copied into every connection's task at spawn.
     Box::pin(serve_hyper(io, ctx, cfg, stop)).await;
 }
 
-/// The rest of the connection, in hyper's hands.
-async fn serve_hyper(
-    io: fast_path::Prefixed<HeadGuard<TcpStream>>,
+/// An HTTPS connection: the handshake within the header timeout, then HTTP/2 or HTTP/1.1 as ALPN
+/// chose, both through hyper and the same handler as plain HTTP/1.1's full pipeline.
+async fn serve_tls(
+    stream: TcpStream,
     ctx: Arc<ConnCtx>,
     cfg: Arc<Config>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    _alive: (mpsc::Sender<()>, Slot),
 ) {
-    let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| {
-        let ctx = svc_ctx.clone();
+    let _conn = ctx.stats.enter(Stage::WaitForHeaders);
+    let Some(tls) = cfg.tls.as_ref() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
+    let stream = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %ctx.peer, "TLS handshake not complete in time (header timeout)");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let timeouts = Timeouts {
+        header: cfg.header_timeout,
+        body: cfg.body_timeout,
+        send: cfg.send_timeout,
+    };
+    if h2 {
+        // HTTP/2 frames are not HTTP/1.1 heads: the guard keeps only its send deadline.
+        let io = HeadGuard::aside(stream, timeouts);
+        Box::pin(serve_h2(io, ctx, cfg, stop)).await;
+    } else {
+        let io = fast_path::Prefixed::new(HeadGuard::new(stream, cfg.max_head_size, timeouts));
+        Box::pin(serve_hyper(io, ctx, cfg, stop)).await;
+    }
+}
+
+/// The hyper service every request of a connection goes through.
+fn service(
+    ctx: Arc<ConnCtx>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::body::Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<http::Response<crate::body::Body>, std::convert::Infallible>,
+    > + Send,
+> + Clone {
+    service_fn(move |req| {
+        let ctx = ctx.clone();
         async move {
             // A panic while handling one request answers 500 on that request only.
             match AssertUnwindSafe(handler::handle(req, ctx))
@@ -243,9 +322,51 @@ async fn serve_hyper(
                 }
             }
         }
-    });
-    // hyper may answer in several writes (head, then a streamed body): don't let Nagle hold them.
-    io.nodelay();
+    })
+}
+
+/// An HTTP/2 connection, with the stream and header-list limits and hyper's defences against
+/// the known floods (rapid reset, CONTINUATION, SETTINGS and PING floods).
+async fn serve_h2<I>(io: I, ctx: Arc<ConnCtx>, cfg: Arc<Config>, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.h2_max_streams)
+        .max_header_list_size(u32::try_from(cfg.max_head_size).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(cfg.keepalive_timeout))
+        .keep_alive_timeout(cfg.header_timeout)
+        .serve_connection(TokioIo::new(io), service(ctx.clone()));
+    tokio::pin!(conn);
+    let stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed(), if !stopping => {
+            // GOAWAY: streams in flight finish, no new ones start.
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %ctx.peer, error = %e, "HTTP/2 connection ended with an error");
+    }
+}
+
+/// The rest of the connection, in hyper's hands.
+async fn serve_hyper<I>(
+    io: fast_path::Prefixed<HeadGuard<I>>,
+    ctx: Arc<ConnCtx>,
+    cfg: Arc<Config>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_ctx = ctx.clone();
+    let service = service(svc_ctx);
     // Upgrades (WebSocket) are tunnelled to the backend after its 101.
     let conn = http1_builder(&cfg)
         .serve_connection(TokioIo::new(io), service)

@@ -31,6 +31,8 @@ mod readme;
 mod site;
 #[path = "e2e/static_files.rs"]
 mod static_files;
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "e2e/verification.rs"]
 mod verification;
 #[path = "e2e/wire.rs"]

@@ -1,0 +1,480 @@
+//! HTTPS and HTTP/2 (issue 18) with real clients: curl over HTTP/1.1 and HTTP/2, `openssl
+//! s_client` for ALPN, SNI, protocol versions and resumption, nghttp2's `h2load` for concurrent
+//! streams, and a real Apache + mod_php behind. Certificates are made per test with `openssl req`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use khttpd_tests::apache::{Apache, ApacheOptions};
+use khttpd_tests::front::Front;
+use tempfile::TempDir;
+
+/// A self-signed certificate for `names` (the first is its CN), valid for 127.0.0.1 too.
+fn certificate(dir: &Path, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{file}.pem"));
+    let key = dir.join(format!("{file}.key"));
+    let mut san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    san.push("IP:127.0.0.1".into());
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={}", names[0]))
+        .arg("-addext")
+        .arg(format!("subjectAltName={}", san.join(",")))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl req");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (cert, key)
+}
+
+/// A front with HTTPS on a port it picks; returns it with its TLS address.
+fn front_tls(extra: &[&str]) -> (Front, SocketAddr) {
+    let www = khttpd_tests::repo_root().join("www");
+    let mut args = vec!["--tls-port", "0"];
+    if !extra.contains(&"--root") {
+        args.extend(["--root", www.to_str().unwrap()]);
+    }
+    args.extend_from_slice(extra);
+    let f = Front::start(&args);
+    let addr = tls_addr(&f);
+    (f, addr)
+}
+
+fn tls_addr(f: &Front) -> SocketAddr {
+    khttpd_tests::wait_until(Duration::from_secs(5), || {
+        f.stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("listening for TLS on "))
+            .and_then(|a| a.trim().parse().ok())
+    })
+    .unwrap_or_else(|| panic!("no TLS listener: {}", f.stdout()))
+}
+
+/// One answer as curl saw it.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    version: String,
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// Fields whose values must be the same whichever protocol carried the answer.
+const COMPARED: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "etag",
+    "last-modified",
+    "location",
+    "vary",
+    "cache-control",
+];
+
+impl Seen {
+    fn comparable(&self) -> (u16, Vec<(String, String)>, &[u8]) {
+        let fields = COMPARED
+            .iter()
+            .filter_map(|k| self.headers.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
+        (self.status, fields, &self.body)
+    }
+}
+
+/// Runs curl once: `proto` is `--http1.1` or `--http2`; `url` https or http.
+fn curl(proto: &str, ca: &Path, url: &str, extra: &[&str]) -> Seen {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, body) = (dir.path().join("head"), dir.path().join("body"));
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", proto, "--cacert"])
+        .arg(ca)
+        .arg("-D")
+        .arg(&head)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_version}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("running curl");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = std::fs::read_to_string(&head).unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{head}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Seen {
+        version: String::from_utf8_lossy(&out.stdout).into_owned(),
+        status,
+        headers,
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}
+
+/// Every static behaviour gives the same answer over HTTP/2 and HTTP/1.1 on TLS as over plain
+/// HTTP/1.1: files, compression, listings, redirects, 404, 304 and ranges, with HSTS on HTTPS only.
+#[test]
+fn static_answers_are_the_same_over_http2_https_and_http() {
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = certificate(dir.path(), "site", &["localhost"]);
+    let (f, tls) = front_tls(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--hsts",
+        "31536000",
+    ]);
+    let etag = curl("--http1.1", &cert, &f.url("/assets/style.css"), &[])
+        .headers
+        .get("etag")
+        .cloned()
+        .unwrap();
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("/", vec![]),
+        ("/assets/style.css", vec![]),
+        (
+            "/assets/style.css",
+            vec!["-H".into(), "Accept-Encoding: gzip".into()],
+        ),
+        (
+            "/assets/style.css",
+            vec!["-H".into(), format!("If-None-Match: {etag}")],
+        ),
+        (
+            "/assets/style.css",
+            vec!["-H".into(), "Range: bytes=10-99".into()],
+        ),
+        ("/files/", vec![]),
+        ("/assets", vec![]),
+        ("/no/such/file.html", vec![]),
+        ("/index.php", vec![]),
+    ];
+    for (path, extra) in &cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let plain = curl("--http1.1", &cert, &f.url(path), &extra);
+        let url = format!("https://127.0.0.1:{}{path}", tls.port());
+        let h1 = curl("--http1.1", &cert, &url, &extra);
+        let h2 = curl("--http2", &cert, &url, &extra);
+        assert_eq!(h1.version, "1.1");
+        assert_eq!(h2.version, "2", "ALPN chose HTTP/2");
+        assert_eq!(
+            plain.comparable(),
+            h1.comparable(),
+            "{path} {extra:?} over HTTPS/1.1"
+        );
+        assert_eq!(
+            plain.comparable(),
+            h2.comparable(),
+            "{path} {extra:?} over HTTP/2"
+        );
+        for seen in [&h1, &h2] {
+            assert_eq!(
+                seen.headers
+                    .get("strict-transport-security")
+                    .map(String::as_str),
+                Some("max-age=31536000")
+            );
+        }
+        assert!(
+            !plain.headers.contains_key("strict-transport-security"),
+            "HSTS over plain HTTP"
+        );
+    }
+}
+
+/// The backend gets HTTP/1.1 with `X-Forwarded-Proto: https` whichever protocol the client spoke;
+/// PHP pages and uploads work over HTTP/2.
+#[test]
+fn php_through_https_and_http2_sees_https() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path().join("www");
+    khttpd_tests::copy_readable(&khttpd_tests::repo_root().join("www"), &root);
+    std::fs::write(
+        root.join("env.php"),
+        r#"<?php header('Content-Type: application/json'); echo json_encode([
+            'proto' => $_SERVER['HTTP_X_FORWARDED_PROTO'] ?? null,
+            'host' => $_SERVER['HTTP_HOST'] ?? null,
+            'protocol' => $_SERVER['SERVER_PROTOCOL'] ?? null,
+            'method' => $_SERVER['REQUEST_METHOD'],
+            'body' => file_get_contents('php://input'),
+        ]);"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(root.join("env.php"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let a = Apache::start_with(&root, ApacheOptions::default());
+    let (cert, key) = certificate(dir.path(), "site", &["localhost"]);
+    let backend = a.addr.to_string();
+    let (_f, tls) = front_tls(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--backend",
+        &backend,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("https://localhost:{}/env.php", tls.port());
+    let resolve = format!("localhost:{}:127.0.0.1", tls.port());
+    for proto in ["--http1.1", "--http2"] {
+        let seen = curl(proto, &cert, &url, &["--resolve", &resolve]);
+        assert_eq!(
+            seen.status,
+            200,
+            "{proto}: {}",
+            String::from_utf8_lossy(&seen.body)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+        assert_eq!(v["proto"], "https", "{v}");
+        assert_eq!(v["host"], format!("localhost:{}", tls.port()), "{v}");
+        assert_eq!(v["protocol"], "HTTP/1.1", "{v}");
+        let posted = curl(
+            proto,
+            &cert,
+            &url,
+            &["--resolve", &resolve, "--data-binary", "a=1&b=2"],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&posted.body).unwrap();
+        assert_eq!(
+            (v["method"].as_str(), v["body"].as_str()),
+            (Some("POST"), Some("a=1&b=2")),
+            "{v}"
+        );
+    }
+}
+
+/// `openssl s_client` against the listener: its output, given `stdin` and extra arguments.
+fn s_client(addr: SocketAddr, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running openssl s_client");
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin.as_bytes());
+        // s_client reads session tickets only while it waits for more input.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// ALPN, certificates chosen by SNI, TLS 1.2 and 1.3 only, and session resumption.
+#[test]
+fn alpn_sni_versions_and_resumption() {
+    let dir = TempDir::new().unwrap();
+    let (one, one_key) = certificate(dir.path(), "one", &["one.test"]);
+    let (two, two_key) = certificate(dir.path(), "two", &["two.test", "*.two.test"]);
+    let certs = format!("{},{}", one.display(), two.display());
+    let keys = format!("{},{}", one_key.display(), two_key.display());
+    let (_f, tls) = front_tls(&["--cert", &certs, "--key", &keys]);
+
+    let out = s_client(
+        tls,
+        &["-servername", "one.test", "-alpn", "h2,http/1.1"],
+        "",
+    );
+    assert!(out.contains("ALPN protocol: h2"), "{out}");
+    assert!(out.contains("subject=CN = one.test"), "{out}");
+    let out = s_client(
+        tls,
+        &["-servername", "www.two.test", "-alpn", "http/1.1"],
+        "",
+    );
+    assert!(out.contains("ALPN protocol: http/1.1"), "{out}");
+    assert!(out.contains("subject=CN = two.test"), "{out}");
+    let out = s_client(tls, &["-servername", "elsewhere.test"], "");
+    assert!(
+        out.contains("subject=CN = one.test"),
+        "the first certificate is the default: {out}"
+    );
+
+    for old in ["-tls1", "-tls1_1"] {
+        let out = s_client(tls, &[old, "-servername", "one.test"], "");
+        assert!(
+            !out.contains("Cipher is") || out.contains("Cipher is (NONE)"),
+            "{old}: {out}"
+        );
+    }
+    let out = s_client(tls, &["-servername", "one.test"], "");
+    assert!(out.contains("TLSv1.3"), "{out}");
+
+    // Resumption, TLS 1.2 (session ID or ticket) and TLS 1.3 (tickets).
+    for version in ["-tls1_2", "-tls1_3"] {
+        let sess = dir.path().join(format!("sess{version}"));
+        let sess = sess.to_str().unwrap();
+        let first = s_client(
+            tls,
+            &[version, "-servername", "one.test", "-sess_out", sess],
+            "",
+        );
+        assert!(first.contains("New,"), "{version}: {first}");
+        let again = s_client(
+            tls,
+            &[version, "-servername", "one.test", "-sess_in", sess],
+            "",
+        );
+        assert!(again.contains("Reused,"), "{version} resumed: {again}");
+    }
+}
+
+/// `khttpd-ctl reload` picks up a renewed certificate without a restart; a broken one is refused
+/// and the previous one keeps serving. A key others may read gets a warning.
+#[test]
+fn certificates_reload_and_a_bad_one_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = certificate(dir.path(), "live", &["first.test"]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (f, tls) = front_tls(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        khttpd_tests::wait_until(Duration::from_secs(5), || f
+            .stderr()
+            .contains("private key readable by other users")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        f.stderr()
+    );
+    assert!(s_client(tls, &["-servername", "first.test"], "").contains("CN = first.test"));
+
+    // Renewed in place (as certbot's deploy hook would), then reloaded.
+    let fresh = TempDir::new().unwrap();
+    let (c2, k2) = certificate(fresh.path(), "renewed", &["second.test"]);
+    std::fs::copy(&c2, &cert).unwrap();
+    std::fs::copy(&k2, &key).unwrap();
+    let (code, out, err) = f.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = s_client(tls, &["-servername", "second.test"], "");
+    assert!(out.contains("CN = second.test"), "{out}");
+
+    // A broken certificate: refused, the renewed one still serves.
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let (code, out, err) = f.ctl(&["reload"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(format!("{out}{err}").contains("--cert"), "{out}{err}");
+    let out = s_client(tls, &["-servername", "second.test"], "");
+    assert!(out.contains("CN = second.test"), "{out}");
+}
+
+/// Mistakes in the TLS settings stop the start with a clear line and exit 64.
+#[test]
+fn tls_setting_mistakes_are_refused_at_start() {
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = certificate(dir.path(), "site", &["localhost"]);
+    let (other, _) = certificate(dir.path(), "other", &["other.test"]);
+    let cert = cert.to_str().unwrap();
+    let key = key.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--cert", cert, "--key", key], "need --tls-port"),
+        (vec!["--tls-port", "0"], "--tls-port needs a certificate"),
+        (
+            vec!["--tls-port", "0", "--cert", cert],
+            "one key per certificate",
+        ),
+        (
+            vec![
+                "--tls-port",
+                "0",
+                "--cert",
+                other.to_str().unwrap(),
+                "--key",
+                key,
+            ],
+            "does not fit",
+        ),
+        (
+            vec!["--tls-port", "0", "--cert", key, "--key", key],
+            "no certificate in the file",
+        ),
+    ];
+    let www = khttpd_tests::repo_root().join("www");
+    for (mut args, says) in cases {
+        args.extend(["--root", www.to_str().unwrap()]);
+        match Front::try_start(&args) {
+            Ok(_) => panic!("{args:?} started"),
+            Err((code, err)) => {
+                assert_eq!(code, Some(64), "{args:?}: {err}");
+                assert!(err.contains(says), "{args:?}: {err}");
+            }
+        }
+    }
+}
+
+/// Many concurrent HTTP/2 streams over few connections (h2load), up to the stream limit.
+#[test]
+fn h2load_many_streams() {
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = certificate(dir.path(), "site", &["localhost"]);
+    let (f, tls) = front_tls(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--h2-max-streams",
+        "32",
+    ]);
+    let out = Command::new("timeout")
+        .args(["60", "h2load", "-n", "4000", "-c", "4", "-m", "32"])
+        .arg(format!("https://127.0.0.1:{}/assets/style.css", tls.port()))
+        .output()
+        .expect("running h2load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("4000 succeeded, 0 failed, 0 errored"),
+        "{text}"
+    );
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    let totals = &f.status()["totals"];
+    assert!(totals["static"].as_u64().unwrap_or(0) >= 4000, "{totals}");
+}
