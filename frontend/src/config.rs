@@ -49,6 +49,12 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_H2_MAX_STREAMS", default_value_t = 128)]
     pub h2_max_streams: u32,
 
+    /// Answer every plain-HTTP request with 308 to the same URL on HTTPS (--tls-port), except
+    /// /.well-known/acme-challenge/ (certbot's and other ACME clients' webroot checks).
+    #[arg(long, env = "KHTTPD_REDIRECT_HTTPS", default_value = "off", value_parser = parse_on_off,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
+    pub redirect_https: bool,
+
     /// Strict-Transport-Security max-age in seconds sent with HTTPS answers; 0 sends none.
     #[arg(long, env = "KHTTPD_HSTS", default_value_t = 0)]
     pub hsts: u64,
@@ -458,6 +464,8 @@ pub struct Config {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// Most concurrent HTTP/2 streams per connection.
     pub h2_max_streams: u32,
+    /// Plain HTTP answers 308 to HTTPS (ACME challenges excepted).
+    pub redirect_https: bool,
     /// `Strict-Transport-Security` for HTTPS answers, if any.
     pub hsts: Option<http::HeaderValue>,
     /// Canonical document root.
@@ -703,6 +711,11 @@ impl TryFrom<Args> for Config {
             }
             None => None,
         };
+        if a.redirect_https && tls.is_none() {
+            return Err(ConfigError(
+                "--redirect-https needs --tls-port (and --cert, --key)".into(),
+            ));
+        }
         if a.tls_port.is_some() && a.tls_port == Some(a.port) && a.port != 0 {
             return Err(ConfigError(format!(
                 "--tls-port {}: the same port as --port",
@@ -713,6 +726,7 @@ impl TryFrom<Args> for Config {
             bridge,
             tls,
             h2_max_streams: a.h2_max_streams.max(1),
+            redirect_https: a.redirect_https,
             hsts: (a.hsts > 0).then(|| {
                 http::HeaderValue::from_str(&format!("max-age={}", a.hsts))
                     .unwrap_or(http::HeaderValue::from_static("max-age=0"))

@@ -295,6 +295,17 @@ async fn respond(
             .insert(CONNECTION, HeaderValue::from_static("close"));
         return (RouteKind::Error, r);
     }
+    if cfg.redirect_https && !ctx.tls {
+        if let Some(location) = https_location(&req, ctx) {
+            return (
+                RouteKind::Static,
+                redirect(
+                    &location,
+                    "This site is served over HTTPS; follow the Location.",
+                ),
+            );
+        }
+    }
     let cfg = cfg.clone();
     let method = req.method().clone();
     let route = if method == Method::GET || method == Method::HEAD {
@@ -342,7 +353,13 @@ async fn respond(
                 Some(q) => format!("{location}?{q}"),
                 None => location.clone(),
             };
-            (RouteKind::Static, redirect(&location))
+            (
+                RouteKind::Static,
+                redirect(
+                    &location,
+                    "The resource is a directory; follow the Location.",
+                ),
+            )
         }
         Route::Reject(rej) => {
             let status = rej.status();
@@ -406,11 +423,39 @@ fn bad_path_detail(e: &crate::path::PathError) -> &'static str {
 }
 
 /// 308 keeps the method and body (RFC 9110 §15.4.9), unlike 301.
-fn redirect(location: &str) -> Response<Body> {
-    let mut r = pages::error(
-        StatusCode::PERMANENT_REDIRECT,
-        "The resource is a directory; follow the Location.",
-    );
+/// Where `--redirect-https` sends a plain-HTTP request: the same host and target on the TLS
+/// port. `None` for ACME challenges, which certificate authorities fetch over plain HTTP.
+fn https_location<B>(req: &Request<B>, ctx: &ConnCtx) -> Option<String> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if target.starts_with("/.well-known/acme-challenge/") {
+        return None;
+    }
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map_or_else(|| ctx.local.ip().to_string(), str::to_owned);
+    // The host without its port (an IPv6 literal keeps its brackets).
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name.to_owned()
+        }
+        _ => host,
+    };
+    let port = ctx
+        .shared
+        .tls_port
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let path = if target.starts_with('/') { target } else { "/" };
+    Some(match port {
+        443 | 0 => format!("https://{name}{path}"),
+        p => format!("https://{name}:{p}{path}"),
+    })
+}
+
+fn redirect(location: &str, detail: &'static str) -> Response<Body> {
+    let mut r = pages::error(StatusCode::PERMANENT_REDIRECT, detail);
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(LOCATION, v);
     }

@@ -148,6 +148,9 @@ impl Manager {
             .and_then(|l| l.local_addr().ok())
         {
             self.tls_listen = Some(addr);
+            self.shared
+                .tls_port
+                .store(addr.port(), std::sync::atomic::Ordering::Relaxed);
         }
         Ok(listeners)
     }

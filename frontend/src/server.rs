@@ -240,9 +240,14 @@ async fn serve(
     };
     let guard = HeadGuard::new(stream, cfg.max_head_size, timeouts);
     // Cached static answers first (kHTTPd's in-kernel path); anything else makes hyper take over.
-    let io = match fast_path::serve(guard, &ctx, &stop).await {
-        Next::Closed => return,
-        Next::HandOff(io) => io,
+    // With --redirect-https every request is redirected, which the handler does.
+    let io = if cfg.redirect_https {
+        fast_path::Prefixed::new(guard)
+    } else {
+        match fast_path::serve(guard, &ctx, &stop).await {
+            Next::Closed => return,
+            Next::HandOff(io) => io,
+        }
     };
     // hyper may answer in several writes (head, then a streamed body): don't let Nagle hold them.
     io.nodelay();

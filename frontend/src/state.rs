@@ -75,6 +75,9 @@ pub struct Shared {
     pub serving: std::sync::atomic::AtomicBool,
     /// Request bodies read whole before the backend is asked, and their temporary files.
     pub uploads: Arc<crate::upload::UploadStats>,
+    /// The TLS port the main daemons listen on (0 when none): where `--redirect-https` sends
+    /// clients, also when `--tls-port 0` let the kernel choose it.
+    pub tls_port: std::sync::atomic::AtomicU16,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             verifier,
             serving: std::sync::atomic::AtomicBool::new(false),
             uploads: Arc::default(),
+            tls_port: std::sync::atomic::AtomicU16::new(0),
             current: ArcSwap::from_pointee(runtime),
             access_log,
             open: Arc::new(OpenConnections::default()),

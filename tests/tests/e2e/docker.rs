@@ -643,8 +643,8 @@ fn help_flags() -> Vec<(String, Option<String>, Option<String>)> {
         .output()
         .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    let start = Regex::new(r"(?m)^(?: {6}| {2}-[a-zA-Z], )--([a-z][a-z-]*)").unwrap();
-    let env = Regex::new(r"\[env: ([A-Z_]+)=").unwrap();
+    let start = Regex::new(r"(?m)^(?: {6}| {2}-[a-zA-Z], )--([a-z][a-z0-9-]*)").unwrap();
+    let env = Regex::new(r"\[env: ([A-Z0-9_]+)=").unwrap();
     let default = Regex::new(r"\[default: ([^\]]*)\]").unwrap();
     let starts: Vec<(usize, String)> = start
         .captures_iter(&help)
@@ -799,6 +799,32 @@ fn sample_config_loads_with_every_key_and_matches_the_unit() {
     std::fs::write(&every, all.as_bytes()).unwrap();
     let mut args = vec!["--config", every.to_str().unwrap()];
     args.extend(overrides);
+    // The certificate paths are certbot's: a certificate made here stands in for them.
+    let pem = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    args.extend([
+        "--cert",
+        pem.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    args.extend(["--tls-port", "0"]);
     let me = current_user();
     if let Some(me) = &me {
         args.extend(["--user", me.as_str()]);
@@ -877,4 +903,110 @@ fn sample_config_loads_with_every_key_and_matches_the_unit() {
             .collect();
         assert!(complaints.is_empty(), "systemd-analyze verify: {said}");
     }
+}
+
+/// `docker/compose.tls.yaml`, parsed for real and run natively: the front with its command (port
+/// numbers replaced by free ones, the backend left out: static files only), the certificates it
+/// names in the directory its volume mounts, serving HTTP/2 and redirecting plain HTTP.
+#[test]
+fn compose_tls_override_serves_https_natively() {
+    let tls: Value = serde_yaml_ng::from_str(&read("docker/compose.tls.yaml"))
+        .unwrap_or_else(|e| panic!("docker/compose.tls.yaml is not valid YAML: {e}"));
+    let front = service(&tls, "front");
+    let ports = strings(&front["ports"]);
+    assert_eq!(ports, ["443:443"], "published besides compose.yaml's 80:80");
+    let mount = strings(&front["volumes"])
+        .into_iter()
+        .find_map(|v| {
+            // SOURCE:TARGET:ro, where SOURCE may hold a `${VAR:-default}` with a colon of its own.
+            let parts: Vec<&str> = v.rsplitn(3, ':').collect();
+            (parts.len() == 3 && parts[0] == "ro").then(|| parts[1].to_owned())
+        })
+        .expect("a read-only certificate volume");
+    let mut args: Vec<String> = strings(&front["command"]);
+    assert_eq!(args.remove(0), "khttpd-front");
+    // The base command comes first, unchanged: compose replaces the whole list.
+    assert_eq!(&args[..FRONT_COMMAND.len() - 1], &FRONT_COMMAND[1..]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--port" | "--tls-port" => args[i + 1] = "0".into(),
+            "--backend" => {
+                args.drain(i..i + 2);
+                continue;
+            }
+            "--cert" | "--key" => {
+                let inside = args[i + 1].clone();
+                let file = inside
+                    .strip_prefix(&format!("{mount}/"))
+                    .unwrap_or_else(|| panic!("{inside} is not in the mounted {mount}"));
+                args[i + 1] = dir.path().join(file).display().to_string();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let at = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+    let (cert, key) = (at("--cert"), at("--key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    args.extend(["--root".into(), repo().join("www").display().to_string()]);
+    let env = environment(service(&compose(), "front"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let f = Front::try_start_with_env(&argv, &env)
+        .unwrap_or_else(|(code, stderr)| panic!("front did not start ({code:?}): {stderr}"));
+    let tls_addr: SocketAddr = khttpd_tests::wait_until(Duration::from_secs(5), || {
+        f.stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("listening for TLS on "))
+            .and_then(|a| a.trim().parse().ok())
+    })
+    .expect("a TLS listener");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "--cacert",
+            &cert,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+        ])
+        .arg(format!("https://127.0.0.1:{}/", tls_addr.port()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = http::get(f.addr, "/");
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://127.0.0.1:{}/", tls_addr.port()).as_str())
+    );
 }

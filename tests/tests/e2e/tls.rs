@@ -478,3 +478,271 @@ fn h2load_many_streams() {
     let totals = &f.status()["totals"];
     assert!(totals["static"].as_u64().unwrap_or(0) >= 4000, "{totals}");
 }
+
+/// `--redirect-https`: plain HTTP answers 308 to the same URL on the TLS port, the fast path
+/// included, except ACME challenges, which stay on plain HTTP for certbot's webroot mode.
+#[test]
+fn plain_http_redirects_to_https_except_acme_challenges() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path().join("www");
+    khttpd_tests::copy_readable(&khttpd_tests::repo_root().join("www"), &root);
+    let challenge = root.join(".well-known/acme-challenge");
+    std::fs::create_dir_all(&challenge).unwrap();
+    std::fs::write(challenge.join("tok3n"), "tok3n.thumbprint").unwrap();
+    let (cert, key) = certificate(dir.path(), "site", &["localhost"]);
+    let (f, tls) = front_tls(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--redirect-https",
+    ]);
+    for target in ["/", "/assets/style.css?v=2", "/index.php", "/no/such"] {
+        // Twice: the second time the fast path would have the file cached.
+        for _ in 0..2 {
+            let r = khttpd_tests::http::request(
+                f.addr,
+                "GET",
+                target,
+                &[("Host", &format!("example.test:{}", f.addr.port()))],
+                b"",
+            );
+            assert_eq!(r.status, 308, "{target}");
+            assert_eq!(
+                r.header("location"),
+                Some(format!("https://example.test:{}{target}", tls.port()).as_str()),
+                "{target}"
+            );
+        }
+    }
+    let r = khttpd_tests::http::get(f.addr, "/.well-known/acme-challenge/tok3n");
+    assert_eq!((r.status, r.text()), (200, "tok3n.thumbprint".to_owned()));
+    let seen = curl(
+        "--http2",
+        &cert,
+        &format!("https://127.0.0.1:{}/", tls.port()),
+        &[],
+    );
+    assert_eq!(seen.status, 200, "HTTPS itself is not redirected");
+}
+
+/// An HTTP/2 connection over `openssl s_client -quiet` (a TLS pipe with ALPN h2): raw frames in,
+/// raw frames out.
+struct RawH2 {
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    output: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl RawH2 {
+    fn connect(addr: SocketAddr) -> RawH2 {
+        RawH2::connect_with(addr, 30, true)
+    }
+
+    /// `secs`: the pipe's life; `reading`: whether the server's frames are read as they come (a
+    /// flooder that reads nothing leaves them to pile up in the server, if it lets them).
+    fn connect_with(addr: SocketAddr, secs: u64, reading: bool) -> RawH2 {
+        let mut child = Command::new("timeout")
+            .arg(secs.to_string())
+            .args([
+                "openssl",
+                "s_client",
+                "-quiet",
+                "-alpn",
+                "h2",
+                "-servername",
+                "localhost",
+                "-connect",
+            ])
+            .arg(addr.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running openssl s_client");
+        let mut out = child.stdout.take().unwrap();
+        let output = std::thread::spawn(move || {
+            if !reading {
+                std::thread::sleep(Duration::from_secs(secs + 1));
+            }
+            let mut all = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut out, &mut all);
+            all
+        });
+        let mut h2 = RawH2 {
+            input: child.stdin.take(),
+            child,
+            output,
+        };
+        // The preface and an empty SETTINGS frame.
+        h2.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        h2.send(&frame(4, 0, 0, &[]));
+        h2
+    }
+
+    /// Sends bytes; false once the other side is gone.
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        use std::io::Write;
+        self.input
+            .as_mut()
+            .is_some_and(|i| i.write_all(bytes).is_ok())
+    }
+
+    /// Closes our side and returns every frame the server sent: (type, flags, stream, payload).
+    fn finish(mut self) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        drop(self.input.take());
+        let _ = self.child.wait();
+        let raw = self.output.join().unwrap();
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while raw.len() >= at + 9 {
+            let len = usize::from(raw[at]) << 16
+                | usize::from(raw[at + 1]) << 8
+                | usize::from(raw[at + 2]);
+            let stream = u32::from_be_bytes([raw[at + 5], raw[at + 6], raw[at + 7], raw[at + 8]])
+                & 0x7fff_ffff;
+            let end = (at + 9 + len).min(raw.len());
+            frames.push((raw[at + 3], raw[at + 4], stream, raw[at + 9..end].to_vec()));
+            at += 9 + len;
+        }
+        frames
+    }
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A GET of / for `localhost` in HPACK: indexed :method GET, :scheme https, :path /, and a
+/// literal :authority.
+const GET_ROOT: &[u8] = b"\x82\x87\x84\x41\x09localhost";
+
+/// The error code of the server's GOAWAY, if it sent one.
+fn goaway(frames: &[(u8, u8, u32, Vec<u8>)]) -> Option<u32> {
+    frames
+        .iter()
+        .find(|f| f.0 == 7 && f.3.len() >= 8)
+        .map(|f| u32::from_be_bytes([f.3[4], f.3[5], f.3[6], f.3[7]]))
+}
+
+/// The HTTP/2 floods (bounded): rapid reset (CVE-2023-44487), a CONTINUATION flood and a PING
+/// flood each end with the connection refused or closed, do little work, and never stop the
+/// front serving everyone else.
+#[test]
+fn http2_floods_are_cut_off() {
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = certificate(dir.path(), "site", &["localhost"]);
+    let (f, tls) = front_tls(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let healthy = |what: &str| {
+        let seen = curl(
+            "--http2",
+            &cert,
+            &format!("https://127.0.0.1:{}/", tls.port()),
+            &[],
+        );
+        assert_eq!(seen.status, 200, "after {what}");
+    };
+    healthy("start");
+
+    // Rapid reset: 20,000 streams opened and cancelled at once.
+    let mut h2 = RawH2::connect(tls);
+    let mut burst = Vec::new();
+    let mut sent = 0;
+    for i in 0..20_000u32 {
+        let id = 2 * i + 1;
+        burst.extend(frame(1, 0x5, id, GET_ROOT));
+        burst.extend(frame(3, 0, id, &8u32.to_be_bytes()));
+        if burst.len() > 64 << 10 {
+            if !h2.send(&burst) {
+                break;
+            }
+            sent = i;
+            burst.clear();
+        }
+    }
+    let frames = h2.finish();
+    let handled = f.status()["totals"]["static"].as_u64().unwrap_or(0);
+    assert_eq!(
+        goaway(&frames),
+        Some(0xb),
+        "ENHANCE_YOUR_CALM after {sent} resets; frames {:?}",
+        frames.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+    assert!(
+        handled < 1000,
+        "the front answered {handled} of the cancelled streams"
+    );
+    healthy("rapid reset");
+
+    // CONTINUATION flood: one header block that never ends, 1 KiB at a time, up to 64 MiB.
+    let mut h2 = RawH2::connect(tls);
+    h2.send(&frame(1, 0x1, 1, GET_ROOT));
+    let mut junk = Vec::new();
+    for i in 0..1000 {
+        // Literal header without indexing, new name: x-junk-N: 1000 bytes.
+        let name = format!("x-junk-{i}");
+        junk.push(0x00);
+        junk.push(name.len() as u8);
+        junk.extend_from_slice(name.as_bytes());
+        junk.extend_from_slice(&[0x7f, 0xe9, 0x06]); // 127 + 873 = 1000 bytes
+        junk.extend(std::iter::repeat_n(b'a', 1000));
+        if junk.len() > 900 {
+            break;
+        }
+    }
+    let mut sent_bytes = 0usize;
+    while sent_bytes < 64 << 20 {
+        if !h2.send(&frame(9, 0, 1, &junk)) {
+            break;
+        }
+        sent_bytes += junk.len();
+    }
+    let frames = h2.finish();
+    assert!(
+        sent_bytes < 64 << 20,
+        "the server read a 64 MiB header block"
+    );
+    assert!(
+        goaway(&frames).is_some() || frames.iter().any(|f| f.0 == 3),
+        "frames: {:?}",
+        frames.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+    healthy("CONTINUATION flood");
+
+    // PING flood: up to 1,000,000 PINGs for 5 s without reading a single PONG: the server stops
+    // reading (back-pressure) instead of queueing the answers.
+    let mut h2 = RawH2::connect_with(tls, 5, false);
+    let pings: Vec<u8> = (0..1000).flat_map(|_| frame(6, 0, 0, &[7; 8])).collect();
+    let mut rounds = 0;
+    while rounds < 1000 && h2.send(&pings) {
+        rounds += 1;
+    }
+    drop(h2.finish());
+    assert!(
+        rounds < 1000,
+        "all 1,000,000 PINGs were taken without their PONGs being read"
+    );
+    healthy("PING flood");
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", f.pid())).unwrap();
+    let kib: u64 = rss
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        kib < 200 * 1024,
+        "front peaked at {kib} KiB during the floods"
+    );
+}
