@@ -582,6 +582,17 @@ impl Relayed {
         client: &mut W,
         head: &[u8],
     ) -> io::Result<u64> {
+        let sent = self.write_to(client, head).await?;
+        // A stream that buffers (TLS records) holds the answer's end until flushed.
+        client.flush().await?;
+        Ok(sent)
+    }
+
+    async fn write_to<W: AsyncWrite + Unpin + Send>(
+        self,
+        client: &mut W,
+        head: &[u8],
+    ) -> io::Result<u64> {
         let Relayed {
             bridge,
             backend,

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::access_log::LogRecord;
@@ -37,6 +36,7 @@ use crate::negotiate::Encoding;
 use crate::route::{BackendReason, Route};
 use crate::static_file;
 use crate::stats::{RouteKind, Stage};
+use crate::stream::ClientStream;
 use crate::verify::Target;
 use khttpd_bridge::relay::write_both;
 
@@ -70,7 +70,7 @@ impl<T> Prefixed<T> {
     }
 }
 
-impl Prefixed<HeadGuard<TcpStream>> {
+impl<S: ClientStream> Prefixed<HeadGuard<S>> {
     /// Sets TCP_NODELAY before handing the connection on.
     pub fn nodelay(&self) {
         set_nodelay(&self.inner);
@@ -80,8 +80,8 @@ impl Prefixed<HeadGuard<TcpStream>> {
 /// TCP_NODELAY, set once a connection needs it: a keep-alive connection (as nginx's tcp_nodelay),
 /// or an answer written in more than one step. A one-shot answer is a single write and needs none,
 /// which saves a system call per connection.
-fn set_nodelay(io: &HeadGuard<TcpStream>) {
-    if let Err(e) = io.get_ref().set_nodelay(true) {
+fn set_nodelay<S: ClientStream>(io: &HeadGuard<S>) {
+    if let Err(e) = io.get_ref().tcp().set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY failed");
     }
 }
@@ -141,11 +141,11 @@ struct Answer {
 }
 
 /// Serves the connection's cached static requests; returns when it closes or needs hyper.
-pub async fn serve(
-    mut io: HeadGuard<TcpStream>,
+pub async fn serve<S: ClientStream>(
+    mut io: HeadGuard<S>,
     ctx: &ConnCtx,
     stop: &watch::Receiver<bool>,
-) -> Next<HeadGuard<TcpStream>> {
+) -> Next<HeadGuard<S>> {
     let mut buf = BytesMut::with_capacity(2048);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut served = 0u64;
@@ -234,15 +234,15 @@ pub async fn serve(
         let stage = ctx.stats.enter(Stage::DataSending);
         let sent = if answer.body.len() <= COPY_BODY {
             out.extend_from_slice(&answer.body);
-            if answer.keep_alive {
-                io.write_all(&out).await
+            if answer.keep_alive || !S::RAW {
+                write_out(&mut io, &out).await
             } else {
                 // The connection's last answer: held back (MSG_MORE) for the FIN that shutdown()
                 // adds below, so both leave in one segment, as nginx's corked answers do. Apart,
                 // they cost the client an extra segment each way.
                 send_more(&io, &out).await
             }
-        } else if let Some((file, key)) = answer.file.as_ref().filter(|_| cfg.sendfile) {
+        } else if let Some((file, key)) = answer.file.as_ref().filter(|_| cfg.sendfile && S::RAW) {
             if !nodelay {
                 set_nodelay(&io);
                 nodelay = true;
@@ -256,7 +256,10 @@ pub async fn serve(
                 set_nodelay(&io);
                 nodelay = true;
             }
-            write_both(&mut io, &out, &answer.body).await
+            match write_both(&mut io, &out, &answer.body).await {
+                Ok(()) => io.flush().await,
+                Err(e) => Err(e),
+            }
         };
         drop(stage);
         ctx.stats
@@ -272,8 +275,14 @@ pub async fn serve(
         }
         if !answer.keep_alive {
             // shutdown() sends what MSG_MORE held back, with the FIN, before close(): a close with
-            // unread request bytes would reset the connection and drop unsent data.
-            let _ = socket2::SockRef::from(io.get_ref()).shutdown(std::net::Shutdown::Write);
+            // unread request bytes would reset the connection and drop unsent data. Over TLS the
+            // stream's shutdown sends close_notify first.
+            if S::RAW {
+                let _ =
+                    socket2::SockRef::from(io.get_ref().tcp()).shutdown(std::net::Shutdown::Write);
+            } else {
+                let _ = io.shutdown().await;
+            }
             return Next::Closed;
         }
         if !nodelay {
@@ -584,10 +593,7 @@ fn answer(
     if vary {
         field(out, b"vary", b"Accept-Encoding");
     }
-    field(out, b"server", SERVER_NAME.as_bytes());
-    if cfg.route_header {
-        field(out, b"x-khttpd-route", b"static");
-    }
+    front_fields(out, cfg, "static", ctx.tls);
     if f.close {
         field(out, b"connection", b"close");
     }
@@ -683,10 +689,37 @@ fn open_cached(key: &FileKey, path: &std::path::Path) -> Option<Arc<File>> {
     })
 }
 
+/// The front's own fields on every answer the fast path writes (hyper's answers get the same in
+/// `handler::handle`): `Server`, `X-Khttpd-Route` when asked for, HSTS over TLS when configured.
+pub(crate) fn front_fields(out: &mut Vec<u8>, cfg: &crate::Config, route: &str, tls: bool) {
+    let mut field = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    field(b"server", SERVER_NAME.as_bytes());
+    if cfg.route_header {
+        field(b"x-khttpd-route", route.as_bytes());
+    }
+    if let Some(hsts) = cfg.hsts.as_ref().filter(|_| tls) {
+        field(b"strict-transport-security", hsts.as_bytes());
+    }
+}
+
+/// Writes a whole answer through the stream; over TLS the records are flushed to the socket.
+async fn write_out<S: ClientStream>(io: &mut HeadGuard<S>, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    if !S::RAW {
+        io.flush().await?;
+    }
+    Ok(())
+}
+
 /// Waits until the socket takes more, for at most the send timeout (slow-read defence for writes
 /// that bypass the head guard).
-async fn writable(io: &HeadGuard<TcpStream>) -> io::Result<()> {
-    match tokio::time::timeout(io.send_timeout(), io.get_ref().writable()).await {
+async fn writable<S: ClientStream>(io: &HeadGuard<S>) -> io::Result<()> {
+    match tokio::time::timeout(io.send_timeout(), io.get_ref().tcp().writable()).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -697,8 +730,8 @@ async fn writable(io: &HeadGuard<TcpStream>) -> io::Result<()> {
 
 /// Writes the head with MSG_MORE, so the kernel packs it with the sendfile data that follows into
 /// full segments instead of sending it alone (nginx's tcp_nopush does the same with TCP_CORK).
-async fn send_more(io: &HeadGuard<TcpStream>, mut head: &[u8]) -> io::Result<()> {
-    let stream = io.get_ref();
+async fn send_more<S: ClientStream>(io: &HeadGuard<S>, mut head: &[u8]) -> io::Result<()> {
+    let stream = io.get_ref().tcp();
     // Send first and wait only when the socket is full: waiting first would arm a send timer for
     // every answer, though the socket nearly always has room.
     while !head.is_empty() {
@@ -720,8 +753,8 @@ async fn send_more(io: &HeadGuard<TcpStream>, mut head: &[u8]) -> io::Result<()>
 /// truncated and refilled (NUL bytes) or rewritten (old and new bytes mixed) never ends as a
 /// complete answer under the old validators; the client sees a short body, as after nginx's "file
 /// was truncated".
-async fn send_file(
-    io: &HeadGuard<TcpStream>,
+async fn send_file<S: ClientStream>(
+    io: &HeadGuard<S>,
     file: &File,
     len: u64,
     key: &FileKey,
@@ -739,13 +772,13 @@ async fn send_file(
 }
 
 /// sendfile(2) of the bytes `offset..end`.
-async fn send_range(
-    io: &HeadGuard<TcpStream>,
+async fn send_range<S: ClientStream>(
+    io: &HeadGuard<S>,
     file: &File,
     mut offset: i64,
     end: i64,
 ) -> io::Result<()> {
-    let stream = io.get_ref();
+    let stream = io.get_ref().tcp();
     while offset < end {
         let want = (end - offset) as usize;
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {

@@ -16,11 +16,12 @@ use tokio::net::TcpStream;
 use crate::access_log::LogRecord;
 use crate::config::Config;
 use crate::fast_path::{http_date, MAX_FIELDS};
-use crate::handler::{backend_failed, ConnCtx, SERVER_NAME};
+use crate::handler::{backend_failed, ConnCtx};
 use crate::head_guard::HeadGuard;
 use crate::pages;
 use crate::route::BackendReason;
 use crate::stats::{RouteKind, Stage};
+use crate::stream::ClientStream;
 
 /// A request the fast path hands to the relay.
 pub struct RelayPlan {
@@ -42,7 +43,7 @@ pub struct RelayPlan {
 /// connection stays open. `pipelined`: more requests already wait in the buffer, so a readable
 /// socket says nothing about the client leaving.
 pub async fn serve(
-    io: &mut HeadGuard<TcpStream>,
+    io: &mut HeadGuard<impl ClientStream>,
     head: &[u8],
     plan: RelayPlan,
     pipelined: bool,
@@ -65,14 +66,14 @@ pub async fn serve(
     };
     let stage = ctx.stats.enter(Stage::Userspace);
     let result = session
-        .relay(&request, client_gone(io.get_ref(), pipelined))
+        .relay(&request, client_gone(io.get_ref().tcp(), pipelined))
         .await;
     let mut out = Vec::with_capacity(1024);
     let (kind, status, bytes, keep) = match result {
         Ok(relayed) => {
             let status = relayed.status();
             let close = plan.close || relayed.framing() == Framing::UntilClose;
-            answer_head(&mut out, &relayed, cfg, close);
+            answer_head(&mut out, &relayed, cfg, close, ctx.tls);
             match relayed.send(io, &out).await {
                 Ok(bytes) => (RouteKind::Backend, status, bytes, !close),
                 Err(e) => {
@@ -86,9 +87,20 @@ pub async fn serve(
         Err(e) => {
             backend_failed(ctx, plan.reason, &e);
             let status = e.status();
-            let page = error_page(&mut out, status, e.detail(), e.retry_after(), cfg, &plan);
+            let page = error_page(
+                &mut out,
+                status,
+                e.detail(),
+                e.retry_after(),
+                cfg,
+                &plan,
+                ctx.tls,
+            );
             let body: &[u8] = if plan.head_only { b"" } else { page.as_bytes() };
-            let sent = khttpd_bridge::relay::write_both(io, &out, body).await;
+            let sent = match khttpd_bridge::relay::write_both(io, &out, body).await {
+                Ok(()) => tokio::io::AsyncWriteExt::flush(io).await,
+                Err(e) => Err(e),
+            };
             let bytes = body.len() as u64;
             (
                 RouteKind::Error,
@@ -128,7 +140,7 @@ async fn client_gone(stream: &TcpStream, pipelined: bool) {
 }
 
 /// The answer's head: the backend's status and end-to-end fields, framed for the client.
-fn answer_head(out: &mut Vec<u8>, relayed: &Relayed, cfg: &Config, close: bool) {
+fn answer_head(out: &mut Vec<u8>, relayed: &Relayed, cfg: &Config, close: bool, tls: bool) {
     let status = relayed.status();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.to_string().as_bytes());
@@ -161,7 +173,7 @@ fn answer_head(out: &mut Vec<u8>, relayed: &Relayed, cfg: &Config, close: bool) 
         }
         Framing::UntilClose => {}
     }
-    ours(out, cfg, "backend", close, dated);
+    ours(out, cfg, "backend", close, dated, tls);
 }
 
 /// The error page's head into `out`; returns the page.
@@ -172,6 +184,7 @@ fn error_page(
     retry_after: Option<u64>,
     cfg: &Config,
     plan: &RelayPlan,
+    tls: bool,
 ) -> String {
     let page = pages::error_html(status, detail);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -184,16 +197,13 @@ fn error_page(
     if let Some(secs) = retry_after {
         field(out, b"retry-after", secs.to_string().as_bytes());
     }
-    ours(out, cfg, "error", plan.close, false);
+    ours(out, cfg, "error", plan.close, false, tls);
     page
 }
 
 /// The front's own fields and the end of the head.
-fn ours(out: &mut Vec<u8>, cfg: &Config, route: &str, close: bool, dated: bool) {
-    field(out, b"server", SERVER_NAME.as_bytes());
-    if cfg.route_header {
-        field(out, b"x-khttpd-route", route.as_bytes());
-    }
+fn ours(out: &mut Vec<u8>, cfg: &Config, route: &str, close: bool, dated: bool, tls: bool) {
+    crate::fast_path::front_fields(out, cfg, route, tls);
     if close {
         field(out, b"connection", b"close");
     }

@@ -45,6 +45,7 @@ pub mod server;
 pub mod state;
 pub mod static_file;
 pub mod stats;
+pub mod stream;
 pub mod tls;
 pub mod upload;
 pub mod verify;

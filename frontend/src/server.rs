@@ -293,7 +293,12 @@ async fn serve_tls(
         let io = HeadGuard::aside(stream, timeouts);
         Box::pin(serve_h2(io, ctx, cfg, stop)).await;
     } else {
-        let io = fast_path::Prefixed::new(HeadGuard::new(stream, cfg.max_head_size, timeouts));
+        // HTTP/1.1 over TLS takes the fast path too (cached answers, the relay), without sendfile.
+        let guard = HeadGuard::new(stream, cfg.max_head_size, timeouts);
+        let io = match fast_path::serve(guard, &ctx, &stop).await {
+            Next::Closed => return,
+            Next::HandOff(io) => io,
+        };
         Box::pin(serve_hyper(io, ctx, cfg, stop)).await;
     }
 }
