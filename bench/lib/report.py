@@ -178,6 +178,21 @@ def main():
         if after_run is not None:
             parts.append("after the benchmark run %s" % fmt_kib(int(after_run)))
         mem_lines.append("- %s RSS: %s." % (label, "; ".join(parts)))
+    tls_rows = []
+    for kind, desc in (("tls", "idle HTTPS (HTTP/1.1) connection"), ("h2", "idle HTTP/2 connection")):
+        got = {}
+        for server in SERVERS:
+            path = os.path.join(work, "memory-%s-%s.json" % (server, kind))
+            if os.path.exists(path):
+                with open(path) as f:
+                    got[server] = json.load(f)
+        if got:
+            cell = lambda m: ("failed: %s" % m["error"]) if "error" in m else (
+                "%.1f KiB (%d open)" % (m["per_conn_bytes"] / 1024, m["open"]))
+            tls_rows.append("- per %s: khttpd-front %s, nginx %s." % (
+                desc, cell(got["front"]) if "front" in got else "—",
+                cell(got["nginx"]) if "nginx" in got else "—"))
+    mem_lines.extend(tls_rows)
     if mem_lines:
         out.append("Memory (VmRSS):")
         out.append("")

@@ -746,3 +746,136 @@ fn http2_floods_are_cut_off() {
         "front peaked at {kib} KiB during the floods"
     );
 }
+
+/// A certificate authority and a leaf it signed for `localhost` and 127.0.0.1, valid for 200
+/// days, naming where revocation would be checked: what a real site's certificate looks like to
+/// testssl.sh, which then has only the server's own set-up left to rate.
+fn ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "400",
+        "-subj",
+        "/CN=khttpd test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n\
+         authorityInfoAccess=OCSP;URI:http://ocsp.invalid/\ncrlDistributionPoints=URI:http://crl.invalid/ca.crl\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "200",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("leaf.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("ca.pem")).unwrap()
+    );
+    std::fs::write(dir.join("fullchain.pem"), chain).unwrap();
+    std::fs::set_permissions(dir.join("leaf.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    (
+        dir.join("ca.pem"),
+        dir.join("fullchain.pem"),
+        dir.join("leaf.key"),
+    )
+}
+
+/// testssl.sh, the full default run, finds nothing HIGH or CRITICAL (issue 18).
+#[test]
+fn testssl_finds_nothing_high_or_critical() {
+    let dir = TempDir::new().unwrap();
+    let (ca, chain, key) = ca_and_leaf(dir.path());
+    let (_f, tls) = front_tls(&[
+        "--cert",
+        chain.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--hsts",
+        "31536000",
+    ]);
+    let json = dir.path().join("testssl.json");
+    let out = Command::new("timeout")
+        .args([
+            "600",
+            "testssl",
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "batch",
+            "--add-ca",
+        ])
+        .arg(&ca)
+        .arg("--jsonfile")
+        .arg(&json)
+        .arg(format!("127.0.0.1:{}", tls.port()))
+        .output()
+        .expect("running testssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let findings: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no JSON from testssl ({e}): {text}"));
+    assert!(
+        findings.len() > 50,
+        "testssl ran only {} checks: {text}",
+        findings.len()
+    );
+    let bad: Vec<String> = findings
+        .iter()
+        .filter(|f| matches!(f["severity"].as_str(), Some("HIGH" | "CRITICAL")))
+        .map(|f| format!("{} {}: {}", f["severity"], f["id"], f["finding"]))
+        .collect();
+    assert!(bad.is_empty(), "testssl found:\n{}", bad.join("\n"));
+}
