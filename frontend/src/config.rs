@@ -45,6 +45,11 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_KEY", value_delimiter = ',')]
     pub key: Vec<PathBuf>,
 
+    /// DER OCSP response to staple for the --cert at the same position (nginx's ssl_stapling_file);
+    /// repeatable. Refresh it (openssl ocsp -respout, certbot hooks) and reload.
+    #[arg(long, env = "KHTTPD_OCSP", value_delimiter = ',')]
+    pub ocsp: Vec<PathBuf>,
+
     /// Most concurrent HTTP/2 streams per connection (nginx's http2_max_concurrent_streams).
     #[arg(long, env = "KHTTPD_H2_MAX_STREAMS", default_value_t = 128)]
     pub h2_max_streams: u32,
@@ -701,10 +706,10 @@ impl TryFrom<Args> for Config {
         };
         let tls = match a.tls_port {
             Some(port) => Some(Arc::new(
-                crate::tls::Tls::load(SocketAddr::new(a.bind, port), &a.cert, &a.key)
+                crate::tls::Tls::load(SocketAddr::new(a.bind, port), &a.cert, &a.key, &a.ocsp)
                     .map_err(|e| ConfigError(e.to_string()))?,
             )),
-            None if !a.cert.is_empty() || !a.key.is_empty() => {
+            None if !a.cert.is_empty() || !a.key.is_empty() || !a.ocsp.is_empty() => {
                 return Err(ConfigError(
                     "--cert and --key need --tls-port (e.g. --tls-port 443)".into(),
                 ))

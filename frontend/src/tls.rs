@@ -47,7 +47,12 @@ impl Tls {
     /// Reads every `certs[i]` (a PEM chain, leaf first) with its `keys[i]` (a PEM private key)
     /// and builds the settings. The first pair is the default for clients that send no SNI name
     /// or one no certificate covers.
-    pub fn load(addr: SocketAddr, certs: &[PathBuf], keys: &[PathBuf]) -> Result<Tls, TlsError> {
+    pub fn load(
+        addr: SocketAddr,
+        certs: &[PathBuf],
+        keys: &[PathBuf],
+        ocsp: &[PathBuf],
+    ) -> Result<Tls, TlsError> {
         if certs.is_empty() {
             return Err(TlsError(
                 "--tls-port needs a certificate: --cert FILE --key FILE".into(),
@@ -60,11 +65,34 @@ impl Tls {
                 keys.len()
             )));
         }
+        if ocsp.len() > certs.len() {
+            return Err(TlsError(format!(
+                "{} --ocsp for {} --cert: one response per certificate at most, in the same order",
+                ocsp.len(),
+                certs.len()
+            )));
+        }
         let provider = Arc::new(provider::default_provider());
         let mut pairs = Vec::with_capacity(certs.len());
         let mut warnings = Vec::new();
-        for (cert, key) in certs.iter().zip(keys) {
-            pairs.push(load_pair(cert, key, &provider)?);
+        for (i, (cert, key)) in certs.iter().zip(keys).enumerate() {
+            let mut pair = load_pair(cert, key, &provider)?;
+            if let Some(path) = ocsp.get(i) {
+                let response = std::fs::read(path)
+                    .map_err(|e| TlsError(format!("--ocsp {}: {e}", path.display())))?;
+                // A DER OCSPResponse is a SEQUENCE; anything else (PEM, text) would be stapled as
+                // garbage that clients reject.
+                if response.first() != Some(&0x30) {
+                    return Err(TlsError(format!(
+                        "--ocsp {}: not a DER OCSP response (openssl ocsp -respout writes one)",
+                        path.display()
+                    )));
+                }
+                let mut with = (*pair.key).clone();
+                with.ocsp = Some(response);
+                pair.key = Arc::new(with);
+            }
+            pairs.push(pair);
             warnings.extend(loose(key));
         }
         let mut server = rustls::ServerConfig::builder_with_provider(provider)

@@ -879,3 +879,101 @@ fn testssl_finds_nothing_high_or_critical() {
         .collect();
     assert!(bad.is_empty(), "testssl found:\n{}", bad.join("\n"));
 }
+
+/// `--ocsp FILE` staples the DER OCSP response given for the certificate at its position (here
+/// one made by `openssl ocsp` as the CA's responder); a file that is not DER is refused at start.
+#[test]
+fn ocsp_response_is_stapled() {
+    let dir = TempDir::new().unwrap();
+    let (ca, chain, key) = ca_and_leaf(dir.path());
+    let d = dir.path();
+    let openssl = |args: &[&str]| -> String {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let serial = openssl(&["x509", "-in", "leaf.pem", "-noout", "-serial"]);
+    let serial = serial.trim_start_matches("serial=");
+    std::fs::write(
+        d.join("index.txt"),
+        format!("V\t351231235959Z\t\t{serial}\tunknown\t/CN=localhost\n"),
+    )
+    .unwrap();
+    openssl(&[
+        "ocsp",
+        "-issuer",
+        "ca.pem",
+        "-cert",
+        "leaf.pem",
+        "-reqout",
+        "req.der",
+        "-no_nonce",
+    ]);
+    openssl(&[
+        "ocsp",
+        "-index",
+        "index.txt",
+        "-rsigner",
+        "ca.pem",
+        "-rkey",
+        "ca.key",
+        "-CA",
+        "ca.pem",
+        "-reqin",
+        "req.der",
+        "-respout",
+        "resp.der",
+        "-ndays",
+        "1",
+    ]);
+    let (_f, tls) = front_tls(&[
+        "--cert",
+        chain.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--ocsp",
+        d.join("resp.der").to_str().unwrap(),
+    ]);
+    let out = s_client(
+        tls,
+        &[
+            "-servername",
+            "localhost",
+            "-status",
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.contains("OCSP Response Status: successful"), "{out}");
+    assert!(out.contains("Cert Status: good"), "{out}");
+
+    let www = khttpd_tests::repo_root().join("www");
+    let refused = Front::try_start(&[
+        "--root",
+        www.to_str().unwrap(),
+        "--tls-port",
+        "0",
+        "--cert",
+        chain.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--ocsp",
+        chain.to_str().unwrap(),
+    ]);
+    match refused {
+        Ok(_) => panic!("a PEM file was accepted as an OCSP response"),
+        Err((code, err)) => assert!(
+            code == Some(64) && err.contains("not a DER OCSP response"),
+            "{err}"
+        ),
+    }
+}
