@@ -33,6 +33,16 @@ pub struct ClientInfo {
     pub scheme: &'static str,
 }
 
+/// Which backend answered and how long its response head took (from sending the request), in
+/// the extensions of every response [`Session::forward`] returns, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upstream {
+    /// The backend's address.
+    pub addr: SocketAddr,
+    /// From the first request byte sent to the complete response head.
+    pub head_time: Duration,
+}
+
 /// One main daemon's side of the bridge: its idle connection pools, so the hot path takes no
 /// lock that another daemon's thread contends for.
 #[derive(Debug)]
@@ -221,10 +231,15 @@ impl Session {
         let replay = if conn.reused { Replay::of(&req) } else { None };
 
         // send
+        let sent_at = Instant::now();
         let mut response = self
             .send(&mut conn, req, replay.as_ref(), &progress)
             .await
             .map_err(|e| (e, Some(addr)))?;
+        response.extensions_mut().insert(Upstream {
+            addr,
+            head_time: sent_at.elapsed(),
+        });
 
         // upstream_response
         up.record_success(conn.backend);

@@ -114,6 +114,7 @@ pub(crate) fn relay_head(
     target: &str,
     fields: &[httparse::Header<'_>],
     origin: &Origin,
+    request_id: Option<&str>,
 ) {
     let named = connection_tokens(
         fields
@@ -131,6 +132,9 @@ pub(crate) fn relay_head(
     );
     for f in fields {
         if is_hop_by_hop(f.name, &named) || is(f, &EXPECT) {
+            continue;
+        }
+        if request_id.is_some() && f.name.eq_ignore_ascii_case("x-request-id") {
             continue;
         }
         if is(f, &X_FORWARDED_FOR) {
@@ -157,6 +161,9 @@ pub(crate) fn relay_head(
             host = Some(f.value);
         }
         push_line(out, &[f.name.as_bytes(), b": ", f.value]);
+    }
+    if let Some(id) = request_id {
+        push_line(out, &[b"x-request-id: ", id.as_bytes()]);
     }
     let chain = (!xff_chain.is_empty()).then(|| join_values(xff_chain));
     let xff = xff_value(chain, origin);
@@ -533,7 +540,7 @@ mod tests {
                     })
                     .collect();
                 let mut out = Vec::new();
-                relay_head(&mut out, "GET", "/a%2Fb.php?x=%20", &raw, &o);
+                relay_head(&mut out, "GET", "/a%2Fb.php?x=%20", &raw, &o, None);
                 let mut storage = [httparse::EMPTY_HEADER; 32];
                 let mut req = httparse::Request::new(&mut storage);
                 assert_eq!(req.parse(&out), Ok(httparse::Status::Complete(out.len())));

@@ -34,7 +34,7 @@ mod tunnel;
 pub mod upstreams;
 
 pub use body::{AnswerBody, Buffered, ClientBody};
-pub use bridge::{Bridge, ClientInfo, Session};
+pub use bridge::{Bridge, ClientInfo, Session, Upstream};
 pub use config::{BridgeConfig, Cidr, ConfigError, ProxyProtocol};
 pub use error::{BridgeError, Phase};
 pub use relay::{Framing, RelayRequest, Relayed};

@@ -53,6 +53,8 @@ pub struct RelayRequest<'a> {
     pub target: &'a str,
     /// The client's fields, as httparse found them.
     pub fields: &'a [httparse::Header<'a>],
+    /// The `X-Request-Id` the backend gets instead of any the client sent.
+    pub request_id: Option<&'a str>,
 }
 
 /// A raw keep-alive connection to a backend and its read buffer.
@@ -375,7 +377,14 @@ impl Session {
         client_gone: impl Future<Output = ()>,
     ) -> Result<Relayed, BridgeError> {
         let mut head = Vec::with_capacity(256 + req.fields.len() * 48);
-        forwarded::relay_head(&mut head, req.method, req.target, req.fields, &self.origin);
+        forwarded::relay_head(
+            &mut head,
+            req.method,
+            req.target,
+            req.fields,
+            &self.origin,
+            req.request_id,
+        );
         let head_only = req.method.eq_ignore_ascii_case("HEAD");
         let result = tokio::select! {
             biased;
@@ -411,6 +420,7 @@ impl Session {
         let addr = up.backend(backend).addr;
         let mut conn = stream;
         let mut retried = false;
+        let sent_at = Instant::now();
         loop {
             match exchange_head(&mut conn, head, head_only, timeout).await {
                 Ok(parsed) => {
@@ -422,6 +432,10 @@ impl Session {
                         conn,
                         head: parsed,
                         timeout,
+                        upstream: crate::Upstream {
+                            addr,
+                            head_time: sent_at.elapsed(),
+                        },
                     });
                 }
                 Err(f) if f.stale && reused && !retried => {
@@ -537,9 +551,15 @@ pub struct Relayed {
     conn: RawConn,
     head: ResponseHead,
     timeout: Duration,
+    upstream: crate::Upstream,
 }
 
 impl Relayed {
+    /// Which backend answered, and how long its head took.
+    pub fn upstream(&self) -> crate::Upstream {
+        self.upstream
+    }
+
     /// The status code.
     pub fn status(&self) -> u16 {
         self.head.status
@@ -600,6 +620,7 @@ impl Relayed {
             mut conn,
             head: parsed,
             timeout: limit,
+            ..
         } = self;
         conn.buf.advance(parsed.len);
         let up = Arc::clone(bridge.upstreams());

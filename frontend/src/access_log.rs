@@ -120,6 +120,14 @@ pub struct LogRecord {
     pub duration: Duration,
     /// Where the request went: `static`, `backend` or `error`.
     pub route: &'static str,
+    /// The Host the client named (HTTP/2: its authority).
+    pub host: Option<String>,
+    /// The request's id (see [`crate::request_id`]): the client's, or the one the backend got.
+    pub request_id: Option<String>,
+    /// The backend that answered, when one did.
+    pub upstream: Option<std::net::SocketAddr>,
+    /// Time from sending the request to the backend to its response head.
+    pub upstream_time: Option<Duration>,
 }
 
 /// Appends one line (with its `\n`) in Apache's combined format,
@@ -164,7 +172,13 @@ pub fn format_json(r: &LogRecord, out: &mut Vec<u8>) {
         user_agent: Option<&'a str>,
         duration_ms: f64,
         route: &'a str,
+        host: Option<&'a str>,
+        request_id: Option<&'a str>,
+        upstream: Option<String>,
+        upstream_time_ms: Option<f64>,
     }
+    // Milliseconds with microsecond precision: more digits are noise, and they cost log volume.
+    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
     let line = Line {
         time: iso_time(r.time),
         client: r.client.to_canonical(),
@@ -175,8 +189,12 @@ pub fn format_json(r: &LogRecord, out: &mut Vec<u8>) {
         bytes: r.bytes,
         referer: r.referer.as_deref(),
         user_agent: r.user_agent.as_deref(),
-        duration_ms: r.duration.as_secs_f64() * 1000.0,
+        duration_ms: ms(r.duration),
         route: r.route,
+        host: r.host.as_deref(),
+        request_id: r.request_id.as_deref(),
+        upstream: r.upstream.map(|a| a.to_string()),
+        upstream_time_ms: r.upstream_time.map(ms),
     };
     // Serialising plain strings and numbers into a Vec cannot fail.
     if serde_json::to_writer(&mut *out, &line).is_ok() {
@@ -666,6 +684,10 @@ mod tests {
             user_agent: Some("curl/8".into()),
             duration: Duration::from_micros(1500),
             route: "static",
+            host: Some("example.test".into()),
+            request_id: None,
+            upstream: None,
+            upstream_time: None,
         }
     }
 

@@ -323,6 +323,8 @@ struct Fields<'a> {
     user_agent: Option<&'a [u8]>,
     /// `X-Forwarded-For`, for the log's client behind a trusted proxy (a repeated one: hyper's).
     forwarded_for: Option<&'a [u8]>,
+    /// The client's `X-Request-Id`, for the log.
+    request_id: Option<&'a [u8]>,
     /// A Range or a precondition the fast path does not evaluate.
     selection: bool,
 }
@@ -463,6 +465,7 @@ fn answer(
                 f.if_modified_since = Some(text()?)
             }
             7 if name.eq_ignore_ascii_case(b"referer") => f.referer = Some(h.value),
+            12 if name.eq_ignore_ascii_case(b"x-request-id") => f.request_id = Some(h.value),
             10 if name.eq_ignore_ascii_case(b"user-agent") => f.user_agent = Some(h.value),
             15 if name.eq_ignore_ascii_case(b"x-forwarded-for")
                 && f.forwarded_for.replace(h.value).is_some() =>
@@ -651,6 +654,13 @@ fn log_record(
             .map(|v| String::from_utf8_lossy(v).into_owned()),
         duration: Duration::ZERO,
         route,
+        host: f.host.map(str::to_owned),
+        request_id: f
+            .request_id
+            .and_then(crate::request_id::usable)
+            .map(str::to_owned),
+        upstream: None,
+        upstream_time: None,
     })
 }
 

@@ -59,16 +59,24 @@ pub async fn serve(
     if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
         return false;
     }
+    let id = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+        .and_then(|h| crate::request_id::usable(h.value))
+        .map_or_else(crate::request_id::new, str::to_owned);
     let request = RelayRequest {
         method: req.method.unwrap_or("GET"),
         target: req.path.unwrap_or("/"),
         fields: req.headers,
+        request_id: Some(&id),
     };
     let stage = ctx.stats.enter(Stage::Userspace);
     let result = session
         .relay(&request, client_gone(io.get_ref().tcp(), pipelined))
         .await;
     let mut out = Vec::with_capacity(1024);
+    let upstream = result.as_ref().ok().map(Relayed::upstream);
     let (kind, status, bytes, keep) = match result {
         Ok(relayed) => {
             let status = relayed.status();
@@ -120,6 +128,9 @@ pub async fn serve(
             _ => "error",
         };
         record.duration = plan.started.elapsed();
+        record.request_id = Some(id);
+        record.upstream = upstream.map(|u| u.addr);
+        record.upstream_time = upstream.map(|u| u.head_time);
         ctx.shared.access_log.log(record);
     }
     keep

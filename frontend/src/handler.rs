@@ -91,6 +91,13 @@ pub async fn handle(
     if let Some(mut record) = record {
         record.status = status;
         record.route = route_name(kind);
+        if let Some(up) = resp.extensions().get::<khttpd_bridge::Upstream>() {
+            record.upstream = Some(up.addr);
+            record.upstream_time = Some(up.head_time);
+        }
+        if let Some(SentId(id)) = resp.extensions().get::<SentId>() {
+            record.request_id = Some(id.clone());
+        }
         let pending = PendingLog {
             record,
             log: log.clone(),
@@ -199,6 +206,16 @@ async fn userspace(
             }
         };
     };
+    // The backend (and the log) learn the request's id: the client's when usable, else a new one.
+    let mut req = req;
+    let id = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| crate::request_id::usable(v.as_bytes()))
+        .map_or_else(crate::request_id::new, str::to_owned);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(X_REQUEST_ID, v);
+    }
     // The body first, whole: no backend slot is taken while a slow client is still sending it.
     let cfg = ctx.shared.config();
     let req = match crate::upload::buffer(req, &cfg, &ctx.shared.uploads).await {
@@ -214,10 +231,13 @@ async fn userspace(
     };
     let stage = ctx.stats.enter(Stage::Userspace);
     match session.forward(req).await {
-        Ok(resp) => (
-            RouteKind::Backend,
-            resp.map(|b| Body::backend(b).with_stage(stage)),
-        ),
+        Ok(mut resp) => {
+            resp.extensions_mut().insert(SentId(id));
+            (
+                RouteKind::Backend,
+                resp.map(|b| Body::backend(b).with_stage(stage)),
+            )
+        }
         Err(e) => {
             backend_failed(ctx, reason, &e);
             let mut page = pages::error(e.status(), e.detail());
@@ -279,8 +299,28 @@ fn log_record(req: &Request<Incoming>, peer: SocketAddr, cfg: &Config) -> LogRec
         user_agent: text(USER_AGENT),
         duration: Duration::ZERO,
         route: "error",
+        host: req
+            .headers()
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .map(str::to_owned),
+        request_id: req
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| crate::request_id::usable(v.as_bytes()))
+            .map(str::to_owned),
+        upstream: None,
+        upstream_time: None,
     }
 }
+
+/// The request id field (see [`crate::request_id`]).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id a backend request went out with, handed from the Userspace stage to the log line.
+#[derive(Debug, Clone)]
+struct SentId(String);
 
 async fn respond(
     req: Request<Incoming>,

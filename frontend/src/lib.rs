@@ -40,6 +40,7 @@ pub mod pages;
 pub mod path;
 pub mod privileges;
 pub mod range;
+pub mod request_id;
 pub mod route;
 pub mod server;
 pub mod state;

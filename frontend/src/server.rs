@@ -433,6 +433,10 @@ fn log_refused(ctx: &ConnCtx, status: u16) {
             user_agent: None,
             duration: Duration::ZERO,
             route: "error",
+            host: None,
+            request_id: None,
+            upstream: None,
+            upstream_time: None,
         });
     }
 }

@@ -189,6 +189,7 @@ async fn relay_connection(mut stream: TcpStream, session: Session) {
             method,
             target: req.path.unwrap(),
             fields: req.headers,
+            request_id: None,
         };
         // Resolves when the client closes (a readable byte is the next pipelined request).
         let gone = async {

@@ -254,3 +254,90 @@ fn malformed_and_oversized_heads_are_logged() {
         "{got:?}"
     );
 }
+
+/// Issue 17: JSON lines name the host, the backend that answered and its time to the response
+/// head, and a request id that Apache saw as `X-Request-Id` (the client's when it sent a sane one,
+/// else a new one); durations have microsecond precision. Through the relay and through hyper.
+#[test]
+fn json_lines_follow_a_request_into_the_backend() {
+    use khttpd_tests::apache::Apache;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(
+        root.join("id.php"),
+        "<?php echo $_SERVER['HTTP_X_REQUEST_ID'] ?? 'none';",
+    )
+    .unwrap();
+    std::fs::write(root.join("plain.txt"), "plain\n").unwrap();
+    // Apache's workers may run as another user: the docroot must be theirs to read.
+    for p in [dir.path(), root.as_path()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for f in ["id.php", "plain.txt"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let a = Apache::start(&root);
+    let log = dir.path().join("access.json");
+    let backend = a.addr.to_string();
+    let f = Front::start(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--backend",
+        &backend,
+        "--access-log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    // (extra fields, what PHP must see: None = a fresh 32-hex id)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
+        (vec![], None),
+        (vec![("X-Request-Id", "order-42.a:b")], Some("order-42.a:b")),
+        (vec![("X-Request-Id", "bad id\"")], None),
+        (vec![("TE", "trailers")], None),
+        (
+            vec![("TE", "trailers"), ("X-Request-Id", "via-hyper")],
+            Some("via-hyper"),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (fields, expect) in &cases {
+        let mut all = fields.clone();
+        all.push(("Host", "shop.example"));
+        let r = http::request(f.addr, "GET", "/id.php", &all, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let id = r.text();
+        match expect {
+            Some(e) => assert_eq!(&id, e),
+            None => assert!(
+                id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{id}"
+            ),
+        }
+        seen.push(id);
+    }
+    assert_ne!(seen[0], seen[2], "every request gets its own id");
+    let got = lines(&log, cases.len());
+    for (line, id) in got.iter().zip(&seen) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["request_id"].as_str(), Some(id.as_str()), "{line}");
+        assert_eq!(v["host"], "shop.example", "{line}");
+        assert_eq!(v["upstream"].as_str(), Some(backend.as_str()), "{line}");
+        let up = v["upstream_time_ms"].as_f64().unwrap_or(-1.0);
+        let total = v["duration_ms"].as_f64().unwrap();
+        assert!(up >= 0.0 && up <= total, "{line}");
+        // Microsecond precision: at most three decimals.
+        let text = v["duration_ms"].to_string();
+        assert!(
+            text.split('.').nth(1).is_none_or(|d| d.len() <= 3),
+            "{line}"
+        );
+    }
+    // A static answer has no upstream.
+    let r = http::get(f.addr, "/plain.txt");
+    assert_eq!(r.status, 200);
+}
