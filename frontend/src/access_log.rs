@@ -302,7 +302,8 @@ pub struct AccessLogStats {
 }
 
 enum Msg {
-    Record(LogRecord),
+    // Boxed: a line is large, and the queue holds --log-queue messages of the largest variant.
+    Record(Box<LogRecord>),
     /// Makes an idle writer look at the pending control requests.
     Wake,
 }
@@ -452,7 +453,7 @@ impl AccessLog {
         if !self.shared.enabled.load(Relaxed) {
             return;
         }
-        match self.tx.try_send(Msg::Record(r)) {
+        match self.tx.try_send(Msg::Record(Box::new(r))) {
             Ok(()) => {
                 self.shared.queued.fetch_add(1, Relaxed);
             }
@@ -660,7 +661,7 @@ impl Writer {
 
 fn push_record(batch: &mut Vec<LogRecord>, m: Msg) {
     if let Msg::Record(r) = m {
-        batch.push(r);
+        batch.push(*r);
     }
 }
 
