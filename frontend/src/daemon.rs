@@ -52,7 +52,8 @@ pub fn bind(cfg: &Config) -> Result<Vec<Listeners>, BindError> {
         .collect())
 }
 
-fn bind_group(mut addr: SocketAddr, cfg: &Config) -> Result<Vec<TcpListener>, BindError> {
+/// `cfg.threads` listeners on `addr` (see [`bind`]).
+pub fn bind_group(mut addr: SocketAddr, cfg: &Config) -> Result<Vec<TcpListener>, BindError> {
     // SO_REUSEPORT would let us join another server's port and split its traffic: first make sure
     // nobody listens there, with a plain socket that is closed again at once.
     if addr.port() != 0 {

@@ -43,6 +43,7 @@ pub mod range;
 pub mod request_id;
 pub mod route;
 pub mod server;
+pub mod service_manager;
 pub mod state;
 pub mod static_file;
 pub mod stats;

@@ -59,6 +59,8 @@ struct Manager {
     threads: usize,
     started: Instant,
     control_path: PathBuf,
+    /// Listening sockets from socket activation, reused (as copies) at every start.
+    inherited: Option<crate::service_manager::Inherited>,
 }
 
 /// Runs the server until `unload` or SIGTERM/SIGINT. Prints `listening on ADDR` once listening.
@@ -85,6 +87,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
         listen,
         tls_listen,
         threads,
+        inherited: crate::service_manager::Inherited::from_env().map_err(StartError::Other)?,
         started: Instant::now(),
         control_path,
     };
@@ -119,6 +122,36 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
     served
 }
 
+/// One copy of the inherited sockets per main daemon (they share the kernel's queue); a TLS port
+/// configured without a second inherited socket is bound here as usual.
+fn inherited_listeners(
+    inherited: &crate::service_manager::Inherited,
+    cfg: &Config,
+) -> Result<Vec<daemon::Listeners>, daemon::BindError> {
+    let addr = inherited.plain.local_addr().unwrap_or(cfg.listen);
+    let mut tls: Vec<Option<TcpListener>> = match (&cfg.tls, &inherited.tls) {
+        (Some(_), Some(t)) => (0..cfg.threads)
+            .map(|_| t.try_clone().map(Some))
+            .collect::<Result<_, _>>()
+            .map_err(|e| daemon::BindError::Other(addr, e))?,
+        (Some(t), None) => daemon::bind_group(t.addr, cfg)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        (None, _) => Vec::new(),
+    };
+    tls.resize_with(cfg.threads, || None);
+    tls.into_iter()
+        .map(|tls| {
+            let plain = inherited
+                .plain
+                .try_clone()
+                .map_err(|e| daemon::BindError::Other(addr, e))?;
+            Ok(daemon::Listeners { plain, tls })
+        })
+        .collect()
+}
+
 impl Manager {
     fn config(&self) -> Arc<Config> {
         self.shared.config()
@@ -138,7 +171,10 @@ impl Manager {
             })),
             _ => None,
         };
-        let listeners = daemon::bind(&cfg)?;
+        let listeners = match &self.inherited {
+            Some(inherited) => inherited_listeners(inherited, &cfg)?,
+            None => daemon::bind(&cfg)?,
+        };
         if let Some(addr) = listeners.first().and_then(|l| l.plain.local_addr().ok()) {
             self.listen = addr;
         }
@@ -248,13 +284,18 @@ impl Manager {
         };
         if let Some(l) = listeners {
             self.start_with(l).map_err(StartError::Other)?;
+            crate::service_manager::ready(&format!("listening on {}", self.listen));
         } else {
             tracing::info!(control = %self.control_path.display(), "started stopped; `khttpd-ctl start` opens the listeners");
+            crate::service_manager::ready("stopped; `khttpd-ctl start` opens the listeners");
         }
         loop {
             tokio::select! {
                 Some((req, reply)) = rx.recv() => {
                     let unload = req == Request::Unload;
+                    if unload {
+                        crate::service_manager::stopping();
+                    }
                     let answer = self.handle(req).await;
                     let _ = reply.send(answer);
                     if unload {
@@ -263,11 +304,13 @@ impl Manager {
                 }
                 _ = term.recv() => {
                     tracing::info!("SIGTERM: unloading");
+                    crate::service_manager::stopping();
                     self.stop().await;
                     break;
                 }
                 _ = int.recv() => {
                     tracing::info!("SIGINT: unloading");
+                    crate::service_manager::stopping();
                     self.stop().await;
                     break;
                 }
@@ -348,7 +391,16 @@ impl Manager {
         }
     }
 
+    /// A reload, announced to the service manager (`RELOADING=1`, then `READY=1` whatever the
+    /// outcome: a refused reload leaves the old configuration serving).
     fn reload(&mut self) -> Reply {
+        crate::service_manager::reloading();
+        let reply = self.reload_now();
+        crate::service_manager::ready(&reply.message);
+        reply
+    }
+
+    fn reload_now(&mut self) -> Reply {
         let fresh = self.settings.without_overrides();
         let (args, config) = match fresh.load() {
             Ok(v) => v,

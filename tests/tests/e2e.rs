@@ -27,6 +27,8 @@ mod limits;
 mod logging;
 #[path = "e2e/readme.rs"]
 mod readme;
+#[path = "e2e/service.rs"]
+mod service;
 #[path = "e2e/site.rs"]
 mod site;
 #[path = "e2e/static_files.rs"]
