@@ -25,6 +25,7 @@ pub mod config;
 mod connect;
 pub mod error;
 pub mod forwarded;
+pub mod gzip;
 pub mod hop;
 mod pool;
 pub mod proxy_protocol;

@@ -261,6 +261,15 @@ const MAX_CHUNK_LINE: usize = 8 * 1024;
 impl ChunkedEnd {
     /// Takes the next bytes of the body: `Ok(Some(n))` when it ends after the first `n` of them.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+        self.feed_with(bytes, |_| {})
+    }
+
+    /// [`ChunkedEnd::feed`], handing each piece of chunk data (the payload) to `data`.
+    pub(crate) fn feed_with(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<Option<usize>, &'static str> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -321,6 +330,7 @@ impl ChunkedEnd {
                         .min(bytes.len() - i);
                     self.left -= n as u64;
                     self.payload += n as u64;
+                    data(&bytes[i..i + n]);
                     i += n;
                     if self.left == 0 {
                         self.state = Chunk::DataCr;
@@ -555,6 +565,70 @@ pub struct Relayed {
 }
 
 impl Relayed {
+    /// Whether the answer is read ahead of the client (buffering on, and not one that must
+    /// stream): only then may the front transform it on the way (see [`Relayed::send_gzip`]).
+    pub fn buffered(&self) -> bool {
+        self.bridge.upstreams().config().buffering && !self.head.streams
+    }
+
+    /// Like [`Relayed::send`], but the payload is gzip-compressed on the way (the caller's `head`
+    /// says `Content-Encoding: gzip` and `Transfer-Encoding: chunked`); the backend's framing is
+    /// decoded first. Returns the compressed bytes sent.
+    pub async fn send_gzip<W: AsyncWrite + Unpin + Send>(
+        self,
+        client: &mut W,
+        head: &[u8],
+    ) -> io::Result<u64> {
+        use crate::gzip::{chunk, GzipStream, LAST_CHUNK};
+        let Relayed {
+            bridge,
+            backend,
+            slot,
+            mut conn,
+            head: parsed,
+            timeout: limit,
+            ..
+        } = self;
+        conn.buf.advance(parsed.len);
+        let up = Arc::clone(bridge.upstreams());
+        up.spool_stats.count_buffered();
+        let mut body = RawBody {
+            end: BodyEnd::of(parsed.framing),
+            keep_alive: parsed.keep_alive,
+            bridge,
+            backend,
+            slot: Some(slot),
+            conn: Some(conn),
+            limit,
+            deadline: Instant::now() + limit,
+            decode: true,
+        };
+        let ready = body.take_buffered()?;
+        let mut gz = GzipStream::default();
+        let mut first = BytesMut::from(head);
+        let out = gz.push(&ready)?;
+        let mut sent = out.len() as u64;
+        first.extend_from_slice(&chunk(&out));
+        let gz = if body.conn.is_none() {
+            let tail = gz.finish()?;
+            sent += tail.len() as u64;
+            first.extend_from_slice(&chunk(&tail));
+            first.extend_from_slice(LAST_CHUNK);
+            None
+        } else {
+            Some(gz)
+        };
+        let mut src = GzipSource {
+            inner: body,
+            gz,
+            sent,
+        };
+        let mut spool = Spool::new(Arc::clone(&up.spool_limits), Arc::clone(&up.spool_stats));
+        pump(first.freeze(), &mut src, &mut WriteSink(client), &mut spool).await?;
+        client.flush().await?;
+        Ok(src.sent)
+    }
+
     /// Which backend answered, and how long its head took.
     pub fn upstream(&self) -> crate::Upstream {
         self.upstream
@@ -636,6 +710,7 @@ impl Relayed {
                 conn: Some(conn),
                 limit,
                 deadline: Instant::now() + limit,
+                decode: false,
             };
             let ready = body.take_buffered()?;
             if body.conn.is_none() {
@@ -674,6 +749,44 @@ impl Relayed {
             bridge.raw.put(backend, conn, up.backend(backend));
         }
         Ok(sent)
+    }
+}
+
+/// A relayed body compressed on the way, as HTTP/1.1 chunks ending with the last chunk.
+struct GzipSource {
+    inner: RawBody,
+    gz: Option<crate::gzip::GzipStream>,
+    /// Compressed bytes produced (the client's payload).
+    sent: u64,
+}
+
+impl Source for GzipSource {
+    async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        use crate::gzip::{chunk, LAST_CHUNK};
+        loop {
+            let Some(gz) = self.gz.as_mut() else {
+                return Ok(None);
+            };
+            match self.inner.next().await? {
+                Some(payload) => {
+                    let out = gz.push(&payload)?;
+                    if !out.is_empty() {
+                        self.sent += out.len() as u64;
+                        return Ok(Some(chunk(&out)));
+                    }
+                }
+                None => {
+                    let tail = match self.gz.take() {
+                        Some(gz) => gz.finish()?,
+                        None => Bytes::new(),
+                    };
+                    self.sent += tail.len() as u64;
+                    let mut last = BytesMut::from(&chunk(&tail)[..]);
+                    last.extend_from_slice(LAST_CHUNK);
+                    return Ok(Some(last.freeze()));
+                }
+            }
+        }
     }
 }
 
@@ -736,6 +849,8 @@ struct RawBody {
     limit: Duration,
     /// When the backend must have sent more: `limit` after its last bytes.
     deadline: Instant,
+    /// Whether to yield the payload (chunk framing removed) instead of the bytes as they came.
+    decode: bool,
 }
 
 impl RawBody {
@@ -744,16 +859,33 @@ impl RawBody {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Bytes::new());
         };
-        match self.end.feed(&conn.buf)? {
+        let mut payload = BytesMut::new();
+        let decoding = match &mut self.end {
+            BodyEnd::Chunked(scan) if self.decode => Some(
+                scan.feed_with(&conn.buf, |d| payload.extend_from_slice(d))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+            ),
+            _ => None,
+        };
+        let end = match decoding {
+            Some(end) => end,
+            None => self.end.feed(&conn.buf)?,
+        };
+        let raw = match end {
             Some(n) => {
                 // Anything after the body's end is not an answer to anything: never pooled.
                 let clean = n == conn.buf.len();
                 let body = conn.buf.split_to(n).freeze();
                 self.finish(clean);
-                Ok(body)
+                body
             }
-            None => Ok(conn.buf.split().freeze()),
-        }
+            None => conn.buf.split().freeze(),
+        };
+        Ok(if decoding.is_some() {
+            payload.freeze()
+        } else {
+            raw
+        })
     }
 
     /// The body is complete: frees the slot and parks the connection if it may carry another

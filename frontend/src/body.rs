@@ -50,6 +50,12 @@ enum Inner {
         remaining: u64,
     },
     Backend(khttpd_bridge::AnswerBody),
+    /// A backend's body gzip'd on the way (see [`crate::gzip_proxied`]); `None` once finished.
+    // The encoder boxed: its state is large, and every other body would carry its size.
+    BackendGzip(
+        khttpd_bridge::AnswerBody,
+        Option<Box<khttpd_bridge::gzip::GzipStream>>,
+    ),
 }
 
 /// An access-log line waiting for the end of its response (kHTTPd's Logging stage): written when
@@ -106,6 +112,11 @@ impl Body {
     /// [`khttpd_bridge::AnswerBody`]).
     pub fn backend(b: khttpd_bridge::AnswerBody) -> Body {
         Body::new(Inner::Backend(b))
+    }
+
+    /// A backend's body, gzip-compressed as it passes.
+    pub fn backend_gzip(b: khttpd_bridge::AnswerBody) -> Body {
+        Body::new(Inner::BackendGzip(b, Some(Default::default())))
     }
 
     /// Logs `pending` when this body ends.
@@ -226,6 +237,7 @@ impl http_body::Body for Body {
             Inner::Empty => Poll::Ready(None),
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Backend(b) => Pin::new(b).poll_frame(cx),
+            Inner::BackendGzip(b, gz) => poll_gzip(b, gz, cx),
             Inner::Stream { rx, remaining } => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(b))) => {
                     *remaining = remaining.saturating_sub(b.len() as u64);
@@ -254,6 +266,7 @@ impl http_body::Body for Body {
             Inner::Full(b) => b.is_none(),
             Inner::Stream { remaining, .. } => *remaining == 0,
             Inner::Backend(b) => b.is_end_stream(),
+            Inner::BackendGzip(_, gz) => gz.is_none(),
         }
     }
 
@@ -263,6 +276,43 @@ impl http_body::Body for Body {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
             Inner::Backend(b) => b.size_hint(),
+            Inner::BackendGzip(..) => SizeHint::default(),
+        }
+    }
+}
+
+/// The next compressed frame of a backend body: data is compressed and sync-flushed as it comes,
+/// trailers are dropped, the end adds the gzip trailer.
+fn poll_gzip(
+    body: &mut khttpd_bridge::AnswerBody,
+    gz: &mut Option<Box<khttpd_bridge::gzip::GzipStream>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    loop {
+        let Some(enc) = gz.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match http_body::Body::poll_frame(Pin::new(&mut *body), cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                match enc.push(&data) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => {
+                let finished = gz.take().map(|g| g.finish());
+                return match finished {
+                    Some(Ok(out)) => Poll::Ready(Some(Ok(Frame::data(out)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
+                    None => Poll::Ready(None),
+                };
+            }
+            Poll::Pending => return Poll::Pending,
         }
     }
 }

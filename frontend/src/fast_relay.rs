@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use crate::access_log::LogRecord;
 use crate::config::Config;
 use crate::fast_path::{http_date, MAX_FIELDS};
+use crate::gzip_proxied::{self, AnswerHead};
 use crate::handler::{backend_failed, ConnCtx};
 use crate::head_guard::HeadGuard;
 use crate::pages;
@@ -59,6 +60,15 @@ pub async fn serve(
     if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
         return false;
     }
+    let mut accept_encoding = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"));
+    // A repeated Accept-Encoding would have to be joined: not worth it, no compression then.
+    let accept_encoding = match (accept_encoding.next(), accept_encoding.next()) {
+        (Some(h), None) => std::str::from_utf8(h.value).ok(),
+        _ => None,
+    };
     let id = req
         .headers
         .iter()
@@ -80,9 +90,28 @@ pub async fn serve(
     let (kind, status, bytes, keep) = match result {
         Ok(relayed) => {
             let status = relayed.status();
-            let close = plan.close || relayed.framing() == Framing::UntilClose;
-            answer_head(&mut out, &relayed, cfg, close, ctx.tls);
-            match relayed.send(io, &out).await {
+            let gzip = relayed.buffered() && {
+                let mut a = AnswerHead {
+                    status,
+                    content_length: relayed.content_length(),
+                    head_only: plan.head_only,
+                    ..AnswerHead::default()
+                };
+                for (name, value) in relayed.fields() {
+                    a.field(name, value);
+                }
+                gzip_proxied::wanted(accept_encoding, &a, cfg.cache.compress_min)
+            };
+            // A compressed answer is chunked, so even a body the backend ends by closing can
+            // leave the client's connection open.
+            let close = plan.close || (!gzip && relayed.framing() == Framing::UntilClose);
+            answer_head(&mut out, &relayed, cfg, close, ctx.tls, gzip);
+            let sent = if gzip {
+                relayed.send_gzip(io, &out).await
+            } else {
+                relayed.send(io, &out).await
+            };
+            match sent {
                 Ok(bytes) => (RouteKind::Backend, status, bytes, !close),
                 Err(e) => {
                     tracing::debug!(peer = %ctx.peer, error = %e, "relayed answer cut short");
@@ -151,7 +180,14 @@ async fn client_gone(stream: &TcpStream, pipelined: bool) {
 }
 
 /// The answer's head: the backend's status and end-to-end fields, framed for the client.
-fn answer_head(out: &mut Vec<u8>, relayed: &Relayed, cfg: &Config, close: bool, tls: bool) {
+fn answer_head(
+    out: &mut Vec<u8>,
+    relayed: &Relayed,
+    cfg: &Config,
+    close: bool,
+    tls: bool,
+    gzip: bool,
+) {
     let status = relayed.status();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.to_string().as_bytes());
@@ -171,7 +207,18 @@ fn answer_head(out: &mut Vec<u8>, relayed: &Relayed, cfg: &Config, close: bool, 
             continue;
         }
         dated |= name.eq_ignore_ascii_case(b"date");
+        if gzip && name.eq_ignore_ascii_case(b"etag") {
+            field(out, name, &gzip_proxied::weakened(value));
+            continue;
+        }
         field(out, name, value);
+    }
+    if gzip {
+        field(out, b"content-encoding", b"gzip");
+        field(out, b"vary", b"Accept-Encoding");
+        field(out, b"transfer-encoding", b"chunked");
+        ours(out, cfg, "backend", close, dated, tls);
+        return;
     }
     match relayed.framing() {
         Framing::Length(n) => field(out, b"content-length", n.to_string().as_bytes()),

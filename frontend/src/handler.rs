@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, REFERER,
-    RETRY_AFTER, SERVER, TRANSFER_ENCODING, USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HOST,
+    LOCATION, REFERER, RETRY_AFTER, SERVER, TRANSFER_ENCODING, USER_AGENT, VARY,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -18,6 +18,7 @@ use crate::access_log::LogRecord;
 use crate::body::{Body, PendingLog};
 use crate::config::Config;
 use crate::fs::RealFs;
+use crate::gzip_proxied;
 use crate::pages;
 use crate::route::{self, BackendReason, NoBackend, Route};
 use crate::state::Shared;
@@ -216,6 +217,12 @@ async fn userspace(
     if let Ok(v) = HeaderValue::from_str(&id) {
         req.headers_mut().insert(X_REQUEST_ID, v);
     }
+    let accept_encoding = req
+        .headers()
+        .get(http::header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let head_only = req.method() == Method::HEAD;
     // The body first, whole: no backend slot is taken while a slow client is still sending it.
     let cfg = ctx.shared.config();
     let req = match crate::upload::buffer(req, &cfg, &ctx.shared.uploads).await {
@@ -233,10 +240,25 @@ async fn userspace(
     match session.forward(req).await {
         Ok(mut resp) => {
             resp.extensions_mut().insert(SentId(id));
-            (
-                RouteKind::Backend,
-                resp.map(|b| Body::backend(b).with_stage(stage)),
-            )
+            let gzip = gzip_wanted(&resp, accept_encoding.as_deref(), head_only, &cfg);
+            if gzip {
+                let h = resp.headers_mut();
+                h.remove(CONTENT_LENGTH);
+                if let Some(tag) = h.get(ETAG) {
+                    if let Ok(weak) =
+                        HeaderValue::from_bytes(&gzip_proxied::weakened(tag.as_bytes()))
+                    {
+                        h.insert(ETAG, weak);
+                    }
+                }
+                h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                h.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+            }
+            let body = |b| match gzip {
+                true => Body::backend_gzip(b),
+                false => Body::backend(b),
+            };
+            (RouteKind::Backend, resp.map(|b| body(b).with_stage(stage)))
         }
         Err(e) => {
             backend_failed(ctx, reason, &e);
@@ -248,6 +270,33 @@ async fn userspace(
             (RouteKind::Error, page)
         }
     }
+}
+
+/// Whether a backend answer goes to the client gzip'd (see [`gzip_proxied`]): only answers read
+/// ahead of the client (the bridge's spool), so a streamed one (server-sent events) stays as it is.
+fn gzip_wanted(
+    resp: &Response<khttpd_bridge::AnswerBody>,
+    accept_encoding: Option<&str>,
+    head_only: bool,
+    cfg: &Config,
+) -> bool {
+    if !matches!(resp.body(), khttpd_bridge::AnswerBody::Spooled { .. }) {
+        return false;
+    }
+    let mut a = gzip_proxied::AnswerHead {
+        status: resp.status().as_u16(),
+        head_only,
+        content_length: resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        ..Default::default()
+    };
+    for (name, value) in resp.headers() {
+        a.field(name.as_str().as_bytes(), value.as_bytes());
+    }
+    gzip_proxied::wanted(accept_encoding, &a, cfg.cache.compress_min)
 }
 
 /// Counts and logs a backend failure (both Userspace paths).

@@ -30,6 +30,7 @@ pub mod directory;
 pub mod fast_path;
 pub mod fast_relay;
 pub mod fs;
+pub mod gzip_proxied;
 pub mod handler;
 pub mod head_guard;
 pub mod knobs;
