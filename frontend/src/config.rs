@@ -283,6 +283,12 @@ pub struct Args {
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "on")]
     pub sendfile: bool,
 
+    /// A page of yours for an error the front answers itself (not the backend's own), nginx's
+    /// error_page: CODE=PATH, PATH under --root (e.g. 404=/errors/404.html); repeatable. Read at
+    /// start and at each reload, at most 64 KiB.
+    #[arg(long, env = "KHTTPD_ERROR_PAGE", value_delimiter = ',')]
+    pub error_page: Vec<String>,
+
     /// Cache-Control sent with static files and listings; empty for none.
     #[arg(long, env = "KHTTPD_CACHE_CONTROL", default_value = "no-cache")]
     pub cache_control: String,
@@ -471,6 +477,8 @@ pub struct Config {
     pub h2_max_streams: u32,
     /// Plain HTTP answers 308 to HTTPS (ACME challenges excepted).
     pub redirect_https: bool,
+    /// The operator's pages for the front's own error answers, by status.
+    pub error_pages: std::collections::HashMap<u16, bytes::Bytes>,
     /// `Strict-Transport-Security` for HTTPS answers, if any.
     pub hsts: Option<http::HeaderValue>,
     /// Canonical document root.
@@ -727,9 +735,11 @@ impl TryFrom<Args> for Config {
                 a.port
             )));
         }
+        let error_pages = error_pages(&a.error_page, &root)?;
         Ok(Config {
             bridge,
             tls,
+            error_pages,
             h2_max_streams: a.h2_max_streams.max(1),
             redirect_https: a.redirect_https,
             hsts: (a.hsts > 0).then(|| {
@@ -781,6 +791,47 @@ impl TryFrom<Args> for Config {
                 .map_err(|e| ConfigError(format!("--log-format: {e}")))?,
         })
     }
+}
+
+/// The largest custom error page.
+const ERROR_PAGE_MAX: u64 = 64 * 1024;
+
+/// `--error-page CODE=PATH` values, read now: a missing or oversized page refuses the
+/// configuration (at start, or the reload) instead of surprising a visitor later.
+fn error_pages(
+    specs: &[String],
+    root: &std::path::Path,
+) -> Result<std::collections::HashMap<u16, bytes::Bytes>, ConfigError> {
+    let mut pages = std::collections::HashMap::new();
+    for spec in specs {
+        let bad = |why: String| ConfigError(format!("--error-page {spec:?}: {why}"));
+        let (code, path) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected CODE=PATH, e.g. 404=/errors/404.html".into()))?;
+        let code: u16 = code
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| (400..=599).contains(c))
+            .ok_or_else(|| bad("the code must be 400 to 599".into()))?;
+        let rel = path.trim().trim_start_matches('/');
+        if rel.is_empty() || rel.split('/').any(|s| s == "..") {
+            return Err(bad(
+                "PATH is a file under --root, e.g. /errors/404.html".into()
+            ));
+        }
+        let file = root.join(rel);
+        let meta = std::fs::metadata(&file).map_err(|e| bad(format!("{}: {e}", file.display())))?;
+        if !meta.is_file() || meta.len() > ERROR_PAGE_MAX {
+            return Err(bad(format!(
+                "{}: must be a file of at most 64 KiB",
+                file.display()
+            )));
+        }
+        let body = std::fs::read(&file).map_err(|e| bad(format!("{}: {e}", file.display())))?;
+        pages.insert(code, bytes::Bytes::from(body));
+    }
+    Ok(pages)
 }
 
 #[cfg(test)]

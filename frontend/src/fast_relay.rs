@@ -133,7 +133,7 @@ pub async fn serve(
                 &plan,
                 ctx.tls,
             );
-            let body: &[u8] = if plan.head_only { b"" } else { page.as_bytes() };
+            let body: &[u8] = if plan.head_only { b"" } else { &page };
             let sent = match khttpd_bridge::relay::write_both(io, &out, body).await {
                 Ok(()) => tokio::io::AsyncWriteExt::flush(io).await,
                 Err(e) => Err(e),
@@ -243,8 +243,13 @@ fn error_page(
     cfg: &Config,
     plan: &RelayPlan,
     tls: bool,
-) -> String {
-    let page = pages::error_html(status, detail);
+) -> bytes::Bytes {
+    // The operator's page (--error-page) when there is one, else the front's own.
+    let page = cfg
+        .error_pages
+        .get(&status.as_u16())
+        .cloned()
+        .unwrap_or_else(|| bytes::Bytes::from(pages::error_html(status, detail)));
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

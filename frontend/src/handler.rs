@@ -68,6 +68,9 @@ pub async fn handle(
         .enabled()
         .then(|| log_record(&req, ctx.peer, &runtime.config));
     let (kind, mut resp) = respond(req, &ctx, &runtime.config, runtime.generation).await;
+    if kind == RouteKind::Error {
+        custom_page(&mut resp, &runtime.config);
+    }
     let status = resp.status().as_u16();
     let len = resp
         .headers()
@@ -512,6 +515,20 @@ fn bad_path_detail(e: &crate::path::PathError) -> &'static str {
 }
 
 /// 308 keeps the method and body (RFC 9110 §15.4.9), unlike 301.
+/// The operator's page (`--error-page`) instead of the front's own, for an error the front made.
+fn custom_page(resp: &mut Response<Body>, cfg: &Config) {
+    let Some(page) = cfg.error_pages.get(&resp.status().as_u16()) else {
+        return;
+    };
+    *resp.body_mut() = Body::full(page.clone());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(pages::ERROR_TYPE),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(page.len()));
+}
+
 /// Where `--redirect-https` sends a plain-HTTP request: the same host and target on the TLS
 /// port. `None` for ACME challenges, which certificate authorities fetch over plain HTTP.
 fn https_location<B>(req: &Request<B>, ctx: &ConnCtx) -> Option<String> {

@@ -1121,3 +1121,57 @@ fn bodies_over_the_limit_get_413() {
         a.access_log()
     );
 }
+
+/// Issue 17: `--error-page CODE=PATH` replaces the pages of errors the front answers itself (a
+/// missing file without a backend, a backend that is down, on the relay and through hyper), never
+/// the backend's own error pages; a page that is missing or not an error code refuses the start.
+#[test]
+fn custom_error_pages_for_the_fronts_own_errors() {
+    let doc = Docroot::new();
+    let root = doc.root();
+    std::fs::create_dir_all(root.join("errors")).unwrap();
+    let mine_404 = "<!doctype html><title>Lost</title><p>Our own 404 page.</p>\n";
+    let mine_502 = "<!doctype html><title>Back soon</title><p>Our own 502 page.</p>\n";
+    std::fs::write(root.join("errors/404.html"), mine_404).unwrap();
+    std::fs::write(root.join("errors/502.html"), mine_502).unwrap();
+    let pages = "404=/errors/404.html,502=/errors/502.html";
+
+    // Without a backend, the front's own 404.
+    let alone = Front::start(&["--root", root.to_str().unwrap(), "--error-page", pages]);
+    let r = http::get(alone.addr, "/no/such/page.html");
+    assert_eq!((r.status, r.text()), (404, mine_404.to_owned()));
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let r = http::request(alone.addr, "HEAD", "/no/such/page.html", &[], b"");
+    assert_eq!(
+        r.header("content-length"),
+        Some(mine_404.len().to_string().as_str())
+    );
+    drop(alone);
+
+    // With Apache: its own 404 passes as it is; once it is down, the front's 502 is ours.
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(&doc, a.addr, &["--error-page", pages]);
+    let r = http::get(f.addr, "/no/such/page.html");
+    assert_eq!(r.status, 404);
+    assert_ne!(r.text(), mine_404, "Apache's own 404 is Apache's");
+    drop(a);
+    let r = http::get(f.addr, "/fixed.php");
+    assert_eq!((r.status, r.text()), (502, mine_502.to_owned()), "relay");
+    let r = http::request(f.addr, "POST", "/fixed.php", &[], b"x=1");
+    assert_eq!((r.status, r.text()), (502, mine_502.to_owned()), "hyper");
+
+    for bad in [
+        "404=/errors/none.html",
+        "200=/errors/404.html",
+        "404=../etc/passwd",
+        "404",
+    ] {
+        match Front::try_start(&["--root", root.to_str().unwrap(), "--error-page", bad]) {
+            Ok(_) => panic!("--error-page {bad} was accepted"),
+            Err((code, err)) => assert!(
+                code == Some(64) && err.contains("--error-page"),
+                "{bad}: {err}"
+            ),
+        }
+    }
+}
