@@ -126,6 +126,61 @@ async fn answer(
 
 type Labels = Vec<(String, String)>;
 
+/// A histogram whose counts are taken from a status snapshot (`latency` in `khttpd-ctl status
+/// --json`): the main daemons keep the buckets, `/metrics` only renders them.
+#[derive(Debug, Default)]
+struct Snapshotted {
+    /// Sum (seconds), count, and (upper bound in seconds, count) per bucket, +Inf last.
+    data: std::sync::Mutex<(f64, u64, Vec<(f64, u64)>)>,
+}
+
+impl Snapshotted {
+    fn set(&self, latency: &Value, key: &str) {
+        let bounds: Vec<f64> = latency["bounds_us"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| b.as_f64().unwrap_or(0.0) / 1e6)
+            .chain(std::iter::once(f64::MAX))
+            .collect();
+        let counts: Vec<u64> = latency[key]["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(n)
+            .collect();
+        let buckets: Vec<(f64, u64)> = bounds.into_iter().zip(counts.iter().copied()).collect();
+        let sum = n(&latency[key]["sum_us"]) as f64 / 1e6;
+        let mut d = self
+            .data
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *d = (sum, counts.iter().sum(), buckets);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for Snapshotted {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for Snapshotted {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let d = self
+            .data
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(d.0, d.1, &d.2, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
 fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -218,6 +273,26 @@ pub fn render(s: &Value) -> String {
     );
     reg.register("responses", "Responses by status class", responses);
     reg.register("sent_bytes", "Body bytes sent to clients", bytes);
+    let durations = Family::<Labels, Snapshotted>::default();
+    for (route, key) in [("front", "front"), ("backend", "backend")] {
+        durations
+            .get_or_create(&vec![("route".to_owned(), route.to_owned())])
+            .set(&s["latency"], key);
+    }
+    reg.register_with_unit(
+        "request_duration",
+        "Time to answer: front (static files and the front's own errors), backend (through Apache)",
+        prometheus_client::registry::Unit::Seconds,
+        durations,
+    );
+    let head = Snapshotted::default();
+    head.set(&s["latency"], "upstream");
+    reg.register_with_unit(
+        "backend_response_head",
+        "The backend's time to its response head, from sending the request (time to first byte)",
+        prometheus_client::registry::Unit::Seconds,
+        head,
+    );
     reg.register(
         "backend_errors",
         "Requests the backend failed (refused, reset, timed out, bad answer, queue full)",

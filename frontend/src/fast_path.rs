@@ -264,6 +264,7 @@ pub async fn serve<S: ClientStream>(
         drop(stage);
         ctx.stats
             .count(RouteKind::Static, answer.status, answer.body.len() as u64);
+        ctx.stats.observe(RouteKind::Static, started.elapsed());
         if let Some(mut record) = answer.log {
             record.bytes = answer.body.len() as u64;
             record.duration = started.elapsed();

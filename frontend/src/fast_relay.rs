@@ -149,6 +149,10 @@ pub async fn serve(
     };
     drop(stage);
     ctx.stats.count(kind, status, bytes);
+    ctx.stats.observe(kind, plan.started.elapsed());
+    if let Some(up) = upstream {
+        ctx.stats.upstream_head.observe(up.head_time);
+    }
     if let Some(mut record) = plan.log {
         record.status = status;
         record.bytes = bytes;

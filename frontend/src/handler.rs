@@ -79,6 +79,10 @@ pub async fn handle(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     ctx.stats.count(kind, status, len);
+    ctx.stats.observe(kind, started.elapsed());
+    if let Some(up) = resp.extensions().get::<khttpd_bridge::Upstream>() {
+        ctx.stats.upstream_head.observe(up.head_time);
+    }
     let h = resp.headers_mut();
     h.insert(SERVER, HeaderValue::from_static(SERVER_NAME));
     if ctx.tls {

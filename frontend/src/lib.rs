@@ -34,6 +34,7 @@ pub mod gzip_proxied;
 pub mod handler;
 pub mod head_guard;
 pub mod knobs;
+pub mod latency;
 pub mod listing;
 pub mod manager;
 pub mod negotiate;

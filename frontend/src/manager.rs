@@ -61,7 +61,22 @@ struct Manager {
     control_path: PathBuf,
     /// Listening sockets from socket activation, reused (as copies) at every start.
     inherited: Option<crate::service_manager::Inherited>,
+    /// One sample of the counters a second, the last 11: rates and percentiles over 10 s.
+    samples: std::collections::VecDeque<Sample>,
 }
+
+/// The request total and latency histograms over all main daemons at one moment.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    requests: u64,
+    front: crate::latency::Snapshot,
+    backend: crate::latency::Snapshot,
+    upstream: crate::latency::Snapshot,
+}
+
+/// How many one-second samples are kept: 10 s of differences.
+const SAMPLES: usize = 11;
 
 /// Runs the server until `unload` or SIGTERM/SIGINT. Prints `listening on ADDR` once listening.
 pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartError> {
@@ -88,6 +103,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
         tls_listen,
         threads,
         inherited: crate::service_manager::Inherited::from_env().map_err(StartError::Other)?,
+        samples: std::collections::VecDeque::with_capacity(SAMPLES),
         started: Instant::now(),
         control_path,
     };
@@ -289,8 +305,17 @@ impl Manager {
             tracing::info!(control = %self.control_path.display(), "started stopped; `khttpd-ctl start` opens the listeners");
             crate::service_manager::ready("stopped; `khttpd-ctl start` opens the listeners");
         }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
+                _ = tick.tick() => {
+                    if self.samples.len() == SAMPLES {
+                        self.samples.pop_front();
+                    }
+                    let now = self.sample();
+                    self.samples.push_back(now);
+                }
                 Some((req, reply)) = rx.recv() => {
                     let unload = req == Request::Unload;
                     if unload {
@@ -454,8 +479,57 @@ impl Manager {
         }
     }
 
+    /// The counters now, summed over the main daemons.
+    fn sample(&self) -> Sample {
+        let mut s = Sample {
+            at: Instant::now(),
+            requests: 0,
+            front: crate::latency::Snapshot::default(),
+            backend: crate::latency::Snapshot::default(),
+            upstream: crate::latency::Snapshot::default(),
+        };
+        for d in &self.shared.stats {
+            s.requests += d.static_requests.load(Relaxed)
+                + d.backend_requests.load(Relaxed)
+                + d.error_requests.load(Relaxed);
+            s.front.add(&d.latency_front.snapshot());
+            s.backend.add(&d.latency_backend.snapshot());
+            s.upstream.add(&d.upstream_head.snapshot());
+        }
+        s
+    }
+
+    /// Rate and percentiles since the oldest kept sample (up to 10 s ago).
+    fn recent(&self, now: &Sample) -> Value {
+        let Some(then) = self.samples.front() else {
+            return Value::Null;
+        };
+        let secs = now.at.duration_since(then.at).as_secs_f64();
+        let round = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
+        let (front, backend, upstream) = (
+            now.front.since(&then.front),
+            now.backend.since(&then.backend),
+            now.upstream.since(&then.upstream),
+        );
+        json!({
+            "seconds": (secs * 10.0).round() / 10.0,
+            "requests_per_sec": if secs > 0.0 {
+                ((now.requests - then.requests) as f64 / secs * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+            "front_p50_ms": round(front.quantile_ms(0.5)),
+            "front_p99_ms": round(front.quantile_ms(0.99)),
+            "backend_p50_ms": round(backend.quantile_ms(0.5)),
+            "backend_p99_ms": round(backend.quantile_ms(0.99)),
+            "upstream_p50_ms": round(upstream.quantile_ms(0.5)),
+            "upstream_p99_ms": round(upstream.quantile_ms(0.99)),
+        })
+    }
+
     fn status(&self) -> Value {
         let cfg = self.config();
+        let now = self.sample();
         let log = self.shared.access_log.stats();
         let mut daemons = Vec::new();
         let mut totals = [0u64; 13];
@@ -506,6 +580,14 @@ impl Manager {
         });
         json!({
             "state": self.state_name(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "last_10s": self.recent(&now),
+            "latency": {
+                "bounds_us": crate::latency::BOUNDS_US,
+                "front": now.front,
+                "backend": now.backend,
+                "upstream": now.upstream,
+            },
             "uptime": format!("{}h {}m {}s", uptime / 3600, uptime / 60 % 60, uptime % 60),
             "uptime_secs": uptime,
             "pid": std::process::id(),

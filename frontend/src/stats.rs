@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::latency::Histogram;
+
 /// kHTTPd's stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -49,6 +51,13 @@ pub struct DaemonStats {
     pub bytes_out: AtomicU64,
     /// Requests the backend could not answer (refused, reset, timeout, queue full, garbage).
     pub backend_errors: AtomicU64,
+    /// Time to answer what the front answered itself (static and its own errors): the whole
+    /// answer on the fast path, the response head on hyper's.
+    pub latency_front: Histogram,
+    /// Time to answer backend requests, from the request's head to the answer (or its head).
+    pub latency_backend: Histogram,
+    /// The backend's time to its response head, from sending the request (time to first byte).
+    pub upstream_head: Histogram,
 }
 
 impl DaemonStats {
@@ -63,6 +72,14 @@ impl DaemonStats {
         let class = usize::from(status / 100).min(5);
         self.status_class[class].fetch_add(1, Relaxed);
         self.bytes_out.fetch_add(body_len, Relaxed);
+    }
+
+    /// Counts how long one answer took.
+    pub fn observe(&self, kind: RouteKind, took: std::time::Duration) {
+        match kind {
+            RouteKind::Backend => self.latency_backend.observe(took),
+            RouteKind::Static | RouteKind::Error => self.latency_front.observe(took),
+        }
     }
 
     /// Connections waiting for a request head: kHTTPd's WaitForHeaders queue, derived rather than

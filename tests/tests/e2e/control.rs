@@ -374,9 +374,31 @@ print(json.dumps(out))
         "khttpd_cache_hits",
         "khttpd_verify_probes",
         "khttpd_access_log_dropped",
+        "khttpd_request_duration_seconds",
+        "khttpd_backend_response_head_seconds",
     ] {
         assert!(families.get(name).is_some(), "{name} missing: {families}");
     }
+    // The duration histogram counted the three static answers, in buckets Prometheus accepts.
+    let front_count: f64 = families["khttpd_request_duration_seconds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s[0] == "khttpd_request_duration_seconds_count" && s[1]["route"] == "front")
+        .map(|s| s[2].as_f64().unwrap())
+        .sum();
+    assert!(
+        front_count >= 3.0,
+        "{}",
+        families["khttpd_request_duration_seconds"]
+    );
+    let inf = families["khttpd_request_duration_seconds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s[1]["le"] == "+Inf" && s[1]["route"] == "front")
+        .map(|s| s[2].as_f64().unwrap());
+    assert_eq!(inf, Some(front_count));
 
     assert_eq!(f.ctl(&["stop"]).0, 0);
     assert_eq!(http::get(admin, "/healthz").status, 503, "stopped");
