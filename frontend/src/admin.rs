@@ -130,9 +130,11 @@ type Labels = Vec<(String, String)>;
 /// --json`): the main daemons keep the buckets, `/metrics` only renders them.
 #[derive(Debug, Default)]
 struct Snapshotted {
-    /// Sum (seconds), count, and (upper bound in seconds, count) per bucket, +Inf last.
-    data: std::sync::Mutex<(f64, u64, Vec<(f64, u64)>)>,
+    data: std::sync::Mutex<Counts>,
 }
+
+/// Sum (seconds), count, and (upper bound in seconds, count) per bucket, +Inf last.
+type Counts = (f64, u64, Vec<(f64, u64)>);
 
 impl Snapshotted {
     fn set(&self, latency: &Value, key: &str) {
