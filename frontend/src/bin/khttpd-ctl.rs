@@ -188,7 +188,11 @@ fn report(req: &Request, result: Result<Reply, CallError>, json: bool) -> Outcom
                 .as_ref()
                 .filter(|_| !matches!(req, Request::Get { .. }))
             {
-                stdout.push_str(&render(data));
+                if matches!(req, Request::Status) && data.get("daemons").is_some() {
+                    stdout.push_str(&render_status(data));
+                } else {
+                    stdout.push_str(&render(data));
+                }
             }
         }
     }
@@ -225,6 +229,141 @@ fn one_line(s: &str) -> String {
 
 /// Renders any JSON value for people: an object's scalars as aligned `key: value` lines, nested
 /// objects as indented sections, arrays of objects (such as the per-daemon rows) as aligned tables.
+/// `status` for people, laid out as nginx's stub_status and Apache's server-status are read: who
+/// and where first, then what it is doing now (rate and latency over the last 10 s), then the
+/// per-daemon table under kHTTPd's stage names, then the rest as `--json` has it.
+fn render_status(v: &Value) -> String {
+    let mut out = String::new();
+    let num = |x: &Value| x.as_u64().unwrap_or(0);
+    let text = |x: &Value| {
+        x.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| x.to_string())
+    };
+    out.push_str(&format!(
+        "state:       {} (khttpd-front {}, pid {}, up {})\n",
+        text(&v["state"]),
+        text(&v["version"]),
+        num(&v["pid"]),
+        text(&v["uptime"])
+    ));
+    let mut listening = text(&v["listen"]);
+    if let Some(tls) = v["tls_listen"].as_str() {
+        listening.push_str(&format!(", TLS {tls}"));
+    }
+    out.push_str(&format!("listening:   {listening}\n"));
+    out.push_str(&format!(
+        "connections: {} open (maxconnect {})\n",
+        num(&v["connections"]),
+        num(&v["maxconnect"])
+    ));
+    let r = &v["last_10s"];
+    let ms = |k: &str| {
+        r[k].as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2} ms"))
+    };
+    if r.is_object() {
+        out.push_str(&format!(
+            "last {} s:   {} req/s; front p50 {} p99 {}; backend p50 {} p99 {} (first byte p50 {} p99 {})\n",
+            r["seconds"],
+            r["requests_per_sec"],
+            ms("front_p50_ms"),
+            ms("front_p99_ms"),
+            ms("backend_p50_ms"),
+            ms("backend_p99_ms"),
+            ms("upstream_p50_ms"),
+            ms("upstream_p99_ms"),
+        ));
+    }
+    let t = &v["totals"];
+    let (st, be, er) = (num(&t["static"]), num(&t["backend"]), num(&t["errors"]));
+    let all = (st + be + er).max(1) as f64;
+    out.push_str(&format!(
+        "requests:    {} since start: {:.1}% served by the front ({st}), {:.1}% by the backend ({be}), {:.1}% front errors ({er})\n",
+        st + be + er,
+        100.0 * st as f64 / all,
+        100.0 * be as f64 / all,
+        100.0 * er as f64 / all,
+    ));
+    let c = &v["cache"];
+    if c.is_object() {
+        let lookups = (num(&c["hits"]) + num(&c["misses"])).max(1) as f64;
+        out.push_str(&format!(
+            "cache:       {:.1} of {:.1} MiB, {} entries, {:.1}% hits (each answer may look up several representations, so hits can outnumber requests)\n",
+            num(&c["bytes"]) as f64 / 1_048_576.0,
+            num(&c["capacity"]) as f64 / 1_048_576.0,
+            num(&c["entries"]),
+            100.0 * num(&c["hits"]) as f64 / lookups,
+        ));
+    }
+    out.push_str("\nmain daemons (kHTTPd's stages now, requests since start):\n");
+    // Fixed columns, in kHTTPd's order (a JSON object would sort them by name).
+    let columns = [
+        ("daemon", "daemon"),
+        ("WaitForHeaders", "waiting"),
+        ("DataSending", "sending"),
+        ("Userspace", "userspace"),
+        ("Logging", "logging"),
+        ("static", "static"),
+        ("backend", "backend"),
+        ("errors", "errors"),
+        ("offload", "offload"),
+    ];
+    let mut cells: Vec<Vec<String>> = vec![columns.iter().map(|(h, _)| (*h).to_owned()).collect()];
+    for d in v["daemons"].as_array().into_iter().flatten() {
+        cells.push(
+            columns
+                .iter()
+                .map(|(_, k)| inline(&d[*k]).unwrap_or_default())
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &cells {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        out.push_str(&format!("  {}\n", line.join("  ")));
+    }
+    let shown = [
+        "state",
+        "version",
+        "pid",
+        "uptime",
+        "uptime_secs",
+        "listen",
+        "tls_listen",
+        "connections",
+        "maxconnect",
+        "last_10s",
+        "latency",
+        "daemons",
+        "totals",
+    ];
+    let rest: Map<String, Value> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !shown.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.push('\n');
+    let mut more = String::new();
+    render_object(&rest, 0, &mut more);
+    out.push_str(&more);
+    out
+}
+
 fn render(v: &Value) -> String {
     let mut out = String::new();
     match v {

@@ -32,10 +32,17 @@ fn status_get_and_socket_mode() {
     let (code, out, err) = f.ctl(&["status"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("running"), "{out}");
+    // Laid out for people: state and listeners first, the stages under kHTTPd's names.
+    let lines: Vec<&str> = out.lines().collect();
     assert!(
-        out.contains("waiting") && out.contains("sending") && out.contains("userspace"),
+        lines[1].starts_with("state:") && lines[1].contains("running"),
         "{out}"
     );
+    assert!(lines[2].starts_with("listening:"), "{out}");
+    assert!(out.contains("req/s") && out.contains("p99"), "{out}");
+    for stage in ["WaitForHeaders", "DataSending", "Userspace", "Logging"] {
+        assert!(out.contains(stage), "{stage}: {out}");
+    }
     let (code, out, _) = f.ctl(&["status", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
