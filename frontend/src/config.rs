@@ -289,6 +289,13 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_ERROR_PAGE", value_delimiter = ',')]
     pub error_page: Vec<String>,
 
+    /// A response field for the front's own answers under a path pattern (nginx's add_header and
+    /// expires): PATTERN=NAME: VALUE, e.g. '/assets/*=Cache-Control: public, max-age=31536000,
+    /// immutable' or '*.html=X-Frame-Options: SAMEORIGIN'; repeatable. A field set here replaces the
+    /// front's own (Cache-Control); the backend's answers are left as they are.
+    #[arg(long, env = "KHTTPD_ADD_HEADER")]
+    pub add_header: Vec<String>,
+
     /// Cache-Control sent with static files and listings; empty for none.
     #[arg(long, env = "KHTTPD_CACHE_CONTROL", default_value = "no-cache")]
     pub cache_control: String,
@@ -477,6 +484,8 @@ pub struct Config {
     pub h2_max_streams: u32,
     /// Plain HTTP answers 308 to HTTPS (ACME challenges excepted).
     pub redirect_https: bool,
+    /// `--add-header` rules, in order.
+    pub header_rules: Vec<crate::header_rules::HeaderRule>,
     /// The operator's pages for the front's own error answers, by status.
     pub error_pages: std::collections::HashMap<u16, bytes::Bytes>,
     /// `Strict-Transport-Security` for HTTPS answers, if any.
@@ -736,10 +745,19 @@ impl TryFrom<Args> for Config {
             )));
         }
         let error_pages = error_pages(&a.error_page, &root)?;
+        let header_rules = a
+            .add_header
+            .iter()
+            .map(|spec| {
+                crate::header_rules::HeaderRule::parse(spec)
+                    .map_err(|e| ConfigError(format!("--add-header {spec:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             bridge,
             tls,
             error_pages,
+            header_rules,
             h2_max_streams: a.h2_max_streams.max(1),
             redirect_https: a.redirect_https,
             hsts: (a.hsts > 0).then(|| {

@@ -591,11 +591,22 @@ fn answer(
     };
     field(out, b"etag", rep.etag.as_bytes());
     field(out, b"last-modified", rep.last_modified.as_bytes());
-    if let Some(cc) = &cfg.cache_control_value {
+    let rules = crate::header_rules::effective(&cfg.header_rules, path_of(target));
+    let own_cc = !rules
+        .iter()
+        .any(|r| r.name() == http::header::CACHE_CONTROL);
+    if let Some(cc) = cfg.cache_control_value.as_ref().filter(|_| own_cc) {
         field(out, b"cache-control", cc.as_bytes());
     }
     if vary {
         field(out, b"vary", b"Accept-Encoding");
+    }
+    for rule in rules {
+        field(
+            out,
+            rule.name().as_str().as_bytes(),
+            rule.value().as_bytes(),
+        );
     }
     front_fields(out, cfg, "static", ctx.tls);
     if f.close {

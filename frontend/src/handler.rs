@@ -430,18 +430,20 @@ async fn respond(
                     _ => Served::Stale,
                 };
             }
-            let r = match served {
+            let mut r = match served {
                 Served::Answer(r) => r,
                 Served::Stale => pages::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The file is changing; retry.",
                 ),
             };
+            apply_rules(&mut r, req.uri().path(), &cfg);
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))
         }
         Route::Listing(dir) => {
             let guard = ctx.stats.enter(Stage::DataSending);
-            let r = directory::serve(&method, headers, dir, &cfg, &ctx.shared.cache).await;
+            let mut r = directory::serve(&method, headers, dir, &cfg, &ctx.shared.cache).await;
+            apply_rules(&mut r, req.uri().path(), &cfg);
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))
         }
         Route::Redirect(location) => {
@@ -519,6 +521,19 @@ fn bad_path_detail(e: &crate::path::PathError) -> &'static str {
 }
 
 /// 308 keeps the method and body (RFC 9110 §15.4.9), unlike 301.
+/// The operator's `--add-header` fields for a static answer or listing the front serves (not for
+/// its errors); a field set by a rule replaces the front's own of that name.
+fn apply_rules(resp: &mut Response<Body>, path: &str, cfg: &Config) {
+    let status = resp.status();
+    if cfg.header_rules.is_empty() || !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        return;
+    }
+    for rule in crate::header_rules::effective(&cfg.header_rules, path) {
+        resp.headers_mut()
+            .insert(rule.name().clone(), rule.value().clone());
+    }
+}
+
 /// The operator's page (`--error-page`) instead of the front's own, for an error the front made.
 fn custom_page(resp: &mut Response<Body>, cfg: &Config) {
     let Some(page) = cfg.error_pages.get(&resp.status().as_u16()) else {

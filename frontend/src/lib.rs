@@ -33,6 +33,7 @@ pub mod fs;
 pub mod gzip_proxied;
 pub mod handler;
 pub mod head_guard;
+pub mod header_rules;
 pub mod knobs;
 pub mod latency;
 pub mod listing;

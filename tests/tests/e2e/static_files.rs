@@ -566,3 +566,70 @@ fn error_pages_do_not_describe_the_configuration() {
         );
     }
 }
+
+/// Issue 17: `--add-header` sets fields by path on the front's own answers (nginx's `add_header`
+/// and `expires`), on the fast path and through hyper alike, 304s included; a rule's
+/// Cache-Control replaces the default one; errors and bad rules are left alone or refused.
+#[test]
+fn add_header_rules_by_path() {
+    let www = khttpd_tests::repo_root().join("www");
+    let f = Front::start(&[
+        "--root",
+        www.to_str().unwrap(),
+        "--add-header",
+        "/assets/*=Cache-Control: public, max-age=31536000, immutable",
+        "--add-header",
+        "*.html=X-Frame-Options: SAMEORIGIN",
+        "--add-header",
+        "*.html=X-Content-Type-Options: nosniff",
+    ]);
+    // Several times: the first answers may come from hyper, the later ones from the fast path.
+    let mut c = Conn::open(f.addr);
+    for _ in 0..3 {
+        let r = c.request("GET", "/assets/style.css", &[], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.headers_all("cache-control"),
+            ["public, max-age=31536000, immutable"],
+            "{}",
+            r.raw_head
+        );
+        assert_eq!(r.header("x-frame-options"), None);
+        let etag = r.header("etag").unwrap().to_owned();
+        let r = c.request("GET", "/assets/style.css", &[("If-None-Match", &etag)], b"");
+        assert_eq!(r.status, 304);
+        assert_eq!(
+            r.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        let r = c.request("GET", "/index.html", &[], b"");
+        assert_eq!(
+            r.header("x-frame-options"),
+            Some("SAMEORIGIN"),
+            "{}",
+            r.raw_head
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(
+            r.headers_all("cache-control"),
+            ["no-cache"],
+            "the default where no rule sets one"
+        );
+    }
+    let r = http::get(f.addr, "/missing.html");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.header("x-frame-options"),
+        None,
+        "errors are not the rules' business"
+    );
+    for bad in ["/x", "/x=Content-Length: 1", "/x=Bad Name: y"] {
+        match Front::try_start(&["--root", www.to_str().unwrap(), "--add-header", bad]) {
+            Ok(_) => panic!("--add-header {bad} was accepted"),
+            Err((code, err)) => assert!(
+                code == Some(64) && err.contains("--add-header"),
+                "{bad}: {err}"
+            ),
+        }
+    }
+}
