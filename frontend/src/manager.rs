@@ -398,7 +398,7 @@ impl Manager {
                     "{held} verification verdicts dropped: every static URL is asked of the backend again"
                 ))
             }
-            Request::Get { key } => match knobs::get(&self.args, key.as_deref()) {
+            Request::Get { key } => match knobs::get(&self.in_effect(), key.as_deref()) {
                 Ok(v) => Reply::ok(render_knobs(&v)).with_data(v),
                 Err(e) => Reply::error(e),
             },
@@ -414,6 +414,20 @@ impl Manager {
                 Err(e) => Reply::error(e),
             },
         }
+    }
+
+    /// The settings as they are in force: a reload re-reads the file, but the listeners (port,
+    /// TLS port, bind address) and the main daemons stay as they were bound until a restart, so
+    /// `get` shows those, not the file's new values.
+    fn in_effect(&self) -> Args {
+        let mut a = self.args.clone();
+        a.port = self.listen.port();
+        a.bind = self.listen.ip();
+        a.threads = self.threads;
+        if let Some(tls) = self.tls_listen {
+            a.tls_port = Some(tls.port());
+        }
+        a
     }
 
     /// A reload, announced to the service manager (`RELOADING=1`, then `READY=1` whatever the

@@ -419,3 +419,60 @@ print(json.dumps(out))
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("loopback"), "{err}");
 }
+
+/// Issue 17: a reload that changes the port says a restart is needed, and `get port` keeps showing
+/// the port in force, not the file's new value. (Run without the harness, which would pin the port
+/// with a flag that outranks the file.)
+#[test]
+fn reload_that_changes_the_port_says_so_and_get_shows_the_port_in_force() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("k.toml");
+    let control = dir.path().join("ctl.sock");
+    let (p1, p2) = (khttpd_tests::free_port(), khttpd_tests::free_port());
+    let www = khttpd_tests::repo_root().join("www");
+    let write = |port: u16| {
+        std::fs::write(
+            &conf,
+            format!(
+                "port = {port}\nbind = \"127.0.0.1\"\nroot = {:?}\n",
+                www.to_str().unwrap()
+            ),
+        )
+        .unwrap()
+    };
+    write(p1);
+    let mut child = std::process::Command::new(khttpd_tests::binary("khttpd-front"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("--control")
+        .arg(&control)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), format!("listening on 127.0.0.1:{p1}"));
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(khttpd_tests::binary("khttpd-ctl"))
+            .arg("--control")
+            .arg(&control)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    write(p2);
+    let said = ctl(&["reload"]);
+    assert!(said.contains("next restart"), "{said}");
+    assert_eq!(ctl(&["get", "port"]), format!("serverport = {p1}"));
+    assert_eq!(
+        http::get(format!("127.0.0.1:{p1}").parse().unwrap(), "/").status,
+        200
+    );
+    assert_eq!(ctl(&["unload"]), "unloaded");
+    let _ = child.wait();
+}
