@@ -216,6 +216,8 @@ def files():
     yield "style.css", css(23 * 1024, 2)
     yield "app.js", js(170 * 1024, 3)
     yield "blob.bin", SplitMix64(4).bytes(1024 * 1024)
+    # Larger than the front's largest cached file (2 MiB): streamed from disk to slow readers.
+    yield "big8m.bin", SplitMix64(5).bytes(8 * 1024 * 1024)
     yield "hello.php", PHP
     yield "page50k.php", PHP_50K
     for i in range(200):

@@ -193,6 +193,23 @@ def main():
                 desc, cell(got["front"]) if "front" in got else "—",
                 cell(got["nginx"]) if "nginx" in got else "—"))
     mem_lines.extend(tls_rows)
+    slow = {}
+    for server in SERVERS:
+        path = os.path.join(work, "slow-%s.json" % server)
+        if os.path.exists(path):
+            with open(path) as f:
+                slow[server] = json.load(f)
+    if slow:
+        def slow_cell(m):
+            if "error" in m:
+                return "failed: %s" % m["error"]
+            return ("%.1f KiB per client (%s during, %s after they left); PHP meanwhile %d/%d "
+                    "answered 200, slowest %.0f ms" % (
+                        m["per_client_bytes"] / 1024, fmt_kib(m["rss_during_kib"]),
+                        fmt_kib(m["rss_after_kib"]), m["php_ok"], m["php_total"], m["php_max_ms"]))
+        mem_lines.append("- 1,000 slow readers of an 8 MiB file: khttpd-front %s; nginx %s." % (
+            slow_cell(slow["front"]) if "front" in slow else "—",
+            slow_cell(slow["nginx"]) if "nginx" in slow else "—"))
     if mem_lines:
         out.append("Memory (VmRSS):")
         out.append("")
