@@ -167,8 +167,14 @@ async fn pump(
             }
             Segment::File { mut offset, len } => {
                 let end = offset + len;
+                // Reads start small and double while the client takes each piece at once, up to
+                // `chunk`; a client that makes us wait (a slow reader) goes back to the smallest.
+                // So a fast download reads in large pieces, and a slow one holds a few small ones
+                // (about 3 x 8 KiB: the piece in the channel, the one hyper writes, the next read)
+                // instead of three large ones.
+                let mut size = STREAM_MIN_CHUNK.min(chunk.max(1));
                 while offset < end {
-                    let n = (end - offset).min(chunk as u64) as usize;
+                    let n = (end - offset).min(size as u64) as usize;
                     let f = file.clone();
                     let read =
                         tokio::task::spawn_blocking(move || read_exact_at(&f, offset, n)).await;
@@ -188,7 +194,20 @@ async fn pump(
                     }
                     let failed = read.is_err();
                     // A send error means the client left: stop reading.
-                    if tx.send(read).await.is_err() || failed {
+                    match tx.try_reserve() {
+                        Ok(permit) => {
+                            permit.send(read);
+                            size = (size * 2).min(chunk.max(1));
+                        }
+                        Err(mpsc::error::TrySendError::Full(())) => {
+                            size = STREAM_MIN_CHUNK.min(chunk.max(1));
+                            if tx.send(read).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(())) => return,
+                    }
+                    if failed {
                         return;
                     }
                 }
@@ -196,6 +215,9 @@ async fn pump(
         }
     }
 }
+
+/// The smallest read of a streamed file: what a slow reader's stream holds per piece.
+const STREAM_MIN_CHUNK: usize = 8 * 1024;
 
 /// Size and modification time: what changes when a file is written to or truncated.
 fn version_of(m: &std::fs::Metadata) -> (u64, i64, i64) {
