@@ -580,29 +580,9 @@ impl Relayed {
         head: &[u8],
     ) -> io::Result<u64> {
         use crate::gzip::{chunk, GzipStream, LAST_CHUNK};
-        let Relayed {
-            bridge,
-            backend,
-            slot,
-            mut conn,
-            head: parsed,
-            timeout: limit,
-            ..
-        } = self;
-        conn.buf.advance(parsed.len);
-        let up = Arc::clone(bridge.upstreams());
+        let up = Arc::clone(self.bridge.upstreams());
         up.spool_stats.count_buffered();
-        let mut body = RawBody {
-            end: BodyEnd::of(parsed.framing),
-            keep_alive: parsed.keep_alive,
-            bridge,
-            backend,
-            slot: Some(slot),
-            conn: Some(conn),
-            limit,
-            deadline: Instant::now() + limit,
-            decode: true,
-        };
+        let mut body = self.into_body(true);
         let ready = body.take_buffered()?;
         let mut gz = GzipStream::default();
         let mut first = BytesMut::from(head);
@@ -627,6 +607,31 @@ impl Relayed {
         pump(first.freeze(), &mut src, &mut WriteSink(client), &mut spool).await?;
         client.flush().await?;
         Ok(src.sent)
+    }
+
+    /// The body as a [`Source`] (`decode`: the payload without chunk framing), the head consumed.
+    fn into_body(self, decode: bool) -> RawBody {
+        let Relayed {
+            bridge,
+            backend,
+            slot,
+            mut conn,
+            head: parsed,
+            timeout: limit,
+            ..
+        } = self;
+        conn.buf.advance(parsed.len);
+        RawBody {
+            end: BodyEnd::of(parsed.framing),
+            keep_alive: parsed.keep_alive,
+            bridge,
+            backend,
+            slot: Some(slot),
+            conn: Some(conn),
+            limit,
+            deadline: Instant::now() + limit,
+            decode,
+        }
     }
 
     /// Which backend answered, and how long its head took.
@@ -687,31 +692,10 @@ impl Relayed {
         client: &mut W,
         head: &[u8],
     ) -> io::Result<u64> {
-        let Relayed {
-            bridge,
-            backend,
-            slot,
-            mut conn,
-            head: parsed,
-            timeout: limit,
-            ..
-        } = self;
-        conn.buf.advance(parsed.len);
-        let up = Arc::clone(bridge.upstreams());
-        let buffered = up.config().buffering && !parsed.streams;
-        if parsed.framing != Framing::Empty && buffered {
+        let up = Arc::clone(self.bridge.upstreams());
+        if self.head.framing != Framing::Empty && self.buffered() {
             up.spool_stats.count_buffered();
-            let mut body = RawBody {
-                end: BodyEnd::of(parsed.framing),
-                keep_alive: parsed.keep_alive,
-                bridge,
-                backend,
-                slot: Some(slot),
-                conn: Some(conn),
-                limit,
-                deadline: Instant::now() + limit,
-                decode: false,
-            };
+            let mut body = self.into_body(false);
             let ready = body.take_buffered()?;
             if body.conn.is_none() {
                 // The whole answer came with its head (most pages): the backend is free already.
@@ -731,6 +715,16 @@ impl Relayed {
             .await?;
             return Ok(body.end.payload());
         }
+        let Relayed {
+            bridge,
+            backend,
+            slot,
+            mut conn,
+            head: parsed,
+            timeout: limit,
+            ..
+        } = self;
+        conn.buf.advance(parsed.len);
         if parsed.framing != Framing::Empty {
             up.spool_stats.count_streamed();
         }
