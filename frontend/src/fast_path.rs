@@ -466,7 +466,9 @@ fn answer(
                 f.if_modified_since = Some(text()?)
             }
             7 if name.eq_ignore_ascii_case(b"referer") => f.referer = Some(h.value),
-            12 if name.eq_ignore_ascii_case(b"x-request-id") => f.request_id = Some(h.value),
+            12 if name.eq_ignore_ascii_case(crate::request_id::FIELD.as_bytes()) => {
+                f.request_id = Some(h.value)
+            }
             10 if name.eq_ignore_ascii_case(b"user-agent") => f.user_agent = Some(h.value),
             15 if name.eq_ignore_ascii_case(b"x-forwarded-for")
                 && f.forwarded_for.replace(h.value).is_some() =>

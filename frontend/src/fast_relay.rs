@@ -72,7 +72,7 @@ pub async fn serve(
     let id = req
         .headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+        .find(|h| h.name.eq_ignore_ascii_case(crate::request_id::FIELD))
         .and_then(|h| crate::request_id::usable(h.value))
         .map_or_else(crate::request_id::new, str::to_owned);
     let request = RelayRequest {

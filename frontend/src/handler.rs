@@ -372,7 +372,7 @@ fn log_record(req: &Request<Incoming>, peer: SocketAddr, cfg: &Config) -> LogRec
 }
 
 /// The request id field (see [`crate::request_id`]).
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static(crate::request_id::FIELD);
 
 /// The id a backend request went out with, handed from the Userspace stage to the log line.
 #[derive(Debug, Clone)]

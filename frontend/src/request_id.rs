@@ -5,6 +5,9 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The field that carries the id, as HTTP/1.1 names it on the wire (lower case).
+pub const FIELD: &str = "x-request-id";
+
 /// The longest client-sent id taken as it is.
 const MAX_LEN: usize = 128;
 

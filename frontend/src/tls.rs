@@ -190,6 +190,10 @@ struct BySni {
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // One certificate (most sites): nothing to choose, no certificate to parse per handshake.
+        if let [only] = self.pairs.as_slice() {
+            return Some(Arc::clone(&only.key));
+        }
         let wanted = hello
             .server_name()
             .and_then(|n| ServerName::try_from(n).ok());
