@@ -977,3 +977,56 @@ fn ocsp_response_is_stapled() {
         ),
     }
 }
+
+/// Attacks on the handshake itself: 50 clients that connect to the TLS port and send nothing are
+/// closed once the header timeout passes, and one that sends plain HTTP (or garbage) instead of a
+/// ClientHello is closed at once; neither stops the front serving HTTPS meanwhile.
+#[test]
+fn silent_and_garbage_tls_clients_are_closed() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = certificate(dir.path(), "site", &["localhost"]);
+    let (_f, tls) = front_tls(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--header-timeout",
+        "1",
+    ]);
+    let started = std::time::Instant::now();
+    let mut silent: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(tls).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    let mut garbage = std::net::TcpStream::connect(tls).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 256];
+    // An alert or nothing, then the close; never an HTTP answer.
+    let n = garbage.read(&mut buf).unwrap_or(0);
+    assert!(!buf[..n].starts_with(b"HTTP/"), "{:?}", &buf[..n]);
+    let seen = curl(
+        "--http2",
+        &cert,
+        &format!("https://127.0.0.1:{}/", tls.port()),
+        &[],
+    );
+    assert_eq!(seen.status, 200, "served while 50 handshakes hang");
+    for s in &mut silent {
+        // EOF or a reset once the header timeout has passed.
+        assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "silent clients held for {took:?}"
+    );
+}
