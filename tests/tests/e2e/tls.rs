@@ -631,8 +631,8 @@ fn goaway(frames: &[(u8, u8, u32, Vec<u8>)]) -> Option<u32> {
         .map(|f| u32::from_be_bytes([f.3[4], f.3[5], f.3[6], f.3[7]]))
 }
 
-/// The HTTP/2 floods (bounded): rapid reset (CVE-2023-44487), a CONTINUATION flood and a PING
-/// flood each end with the connection refused or closed, do little work, and never stop the
+/// The HTTP/2 floods (bounded): rapid reset (CVE-2023-44487), a CONTINUATION flood, a PING flood
+/// and a SETTINGS flood each end with the connection refused or closed, do little work, and never stop the
 /// front serving everyone else.
 #[test]
 fn http2_floods_are_cut_off() {
@@ -734,6 +734,30 @@ fn http2_floods_are_cut_off() {
         "all 1,000,000 PINGs were taken without their PONGs being read"
     );
     healthy("PING flood");
+
+    // SETTINGS flood: each frame changes the HPACK table size and the initial window (work for
+    // the server, and an ACK owed), up to 1,000,000 frames in 5 s without reading an ACK: the
+    // server owes at most one and stops reading until it is taken.
+    let mut h2 = RawH2::connect_with(tls, 5, false);
+    let settings: Vec<u8> = (0..1000u32)
+        .flat_map(|i| {
+            let mut payload = vec![0, 1]; // SETTINGS_HEADER_TABLE_SIZE
+            payload.extend_from_slice(&(4096 - i % 2 * 1024).to_be_bytes());
+            payload.extend_from_slice(&[0, 4]); // SETTINGS_INITIAL_WINDOW_SIZE
+            payload.extend_from_slice(&(65_535 + i).to_be_bytes());
+            frame(4, 0, 0, &payload)
+        })
+        .collect();
+    let mut rounds = 0;
+    while rounds < 1000 && h2.send(&settings) {
+        rounds += 1;
+    }
+    drop(h2.finish());
+    assert!(
+        rounds < 1000,
+        "all 1,000,000 SETTINGS were taken without their ACKs being read"
+    );
+    healthy("SETTINGS flood");
     let rss = std::fs::read_to_string(format!("/proc/{}/status", f.pid())).unwrap();
     let kib: u64 = rss
         .lines()
