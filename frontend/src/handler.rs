@@ -67,9 +67,15 @@ pub async fn handle(
     let record = log
         .enabled()
         .then(|| log_record(&req, ctx.peer, &runtime.config));
+    let head_only = req.method() == Method::HEAD;
     let (kind, mut resp) = respond(req, &ctx, &runtime.config, runtime.generation).await;
     if kind == RouteKind::Error {
         custom_page(&mut resp, &runtime.config);
+    }
+    if head_only {
+        // HTTP/1.1 in hyper drops a HEAD answer's body itself, HTTP/2 does not (and a client
+        // takes DATA on a HEAD stream as a protocol error): error pages and the like carry one.
+        resp = resp.map(|_| Body::empty());
     }
     let status = resp.status().as_u16();
     let len = resp

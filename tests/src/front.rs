@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::http::Response;
 use crate::process::{exit_code, send_signal};
+use crate::proto::{certificate, Client, Proto};
 
 /// How long the binary gets to print its `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +36,10 @@ pub struct Front {
     /// The control socket khttpd-ctl talks to (one per server, in its temp dir unless given).
     pub control: PathBuf,
     dir: TempDir,
+    /// Started by [`Front::start_over`] with [`Proto::H2`]: the TLS listener and the certificate
+    /// its clients trust (in `_certs`).
+    h2: Option<(SocketAddr, PathBuf)>,
+    _certs: Option<TempDir>,
 }
 
 impl Front {
@@ -48,6 +54,74 @@ impl Front {
                 "khttpd-front {args:?} did not start (exit code {code:?}); stderr:\n{stderr}"
             ),
         }
+    }
+
+    /// [`Front::start`] for a test that runs over `proto`: with [`Proto::H2`] the front also gets
+    /// an HTTPS listener with a certificate made for this test, and [`Front::get`] and
+    /// [`Front::request`] speak HTTP/2 to it.
+    pub fn start_over(proto: Proto, args: &[&str]) -> Front {
+        if proto == Proto::H1 {
+            return Front::start(args);
+        }
+        let certs = tempfile::tempdir().expect("a temp dir for the test certificate");
+        let (cert, key) = certificate(certs.path(), "site", &["localhost"]);
+        let utf8 = "temp dir paths are UTF-8";
+        let (cert_arg, key_arg) = (cert.to_str().expect(utf8), key.to_str().expect(utf8));
+        let mut all = vec!["--tls-port", "0", "--cert", cert_arg, "--key", key_arg];
+        all.extend_from_slice(args);
+        let mut front = Front::start(&all);
+        let tls = front
+            .tls_addr()
+            .unwrap_or_else(|| panic!("no TLS listener: {}", front.stdout()));
+        front.h2 = Some((tls, cert));
+        front._certs = Some(certs);
+        front
+    }
+
+    /// The address of the HTTPS listener, once the front announced it (waits up to 5 s).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        crate::wait_until(Duration::from_secs(5), || {
+            self.stdout()
+                .lines()
+                .find_map(|l| l.strip_prefix("listening for TLS on "))
+                .and_then(|a| a.trim().parse().ok())
+        })
+    }
+
+    /// How this test's requests reach the front: HTTP/1.1 on the plain port, or HTTP/2 over TLS
+    /// when started with [`Proto::H2`].
+    pub fn client(&self) -> Client {
+        match &self.h2 {
+            None => Client::H1(self.addr),
+            Some((addr, ca)) => Client::H2 {
+                addr: *addr,
+                ca: ca.clone(),
+            },
+        }
+    }
+
+    /// `GET path` over the test's protocol.
+    pub fn get(&self, path: &str) -> Response {
+        self.client().get(path)
+    }
+
+    /// One request over the test's protocol (see [`crate::http::request`]).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.client().request(method, path, headers, body)
+    }
+
+    /// [`crate::http::until_front_serves`] over the test's protocol.
+    pub fn until_front_serves(&self, path: &str, timeout: Duration) -> Option<Response> {
+        crate::wait_until(timeout, || {
+            let r = self.get(path);
+            (r.header("x-khttpd-route") == Some("static")).then_some(r)
+        })
     }
 
     /// Like [`Front::start`], but a failure to start is returned as the exit
@@ -101,6 +175,8 @@ impl Front {
             stderr_path,
             control: given_control(args).unwrap_or(control),
             dir,
+            h2: None,
+            _certs: None,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {

@@ -15,9 +15,11 @@ pub mod bins;
 pub mod front;
 pub mod http;
 pub mod process;
+pub mod proto;
 pub mod readme;
 
 pub use bins::binary;
+pub use proto::Proto;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};

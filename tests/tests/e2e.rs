@@ -9,6 +9,23 @@
 // Test helpers outside #[test] functions may unwrap too: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+/// Runs each named test, a function taking a [`khttpd_tests::Proto`], once over HTTP/1.1 and once
+/// over HTTP/2 (issue 18: the same suite, not a copy): `name::h1` and `name::h2`.
+macro_rules! over_h1_and_h2 {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn h1() {
+                super::$name(khttpd_tests::Proto::H1)
+            }
+            #[test]
+            fn h2() {
+                super::$name(khttpd_tests::Proto::H2)
+            }
+        }
+    )*};
+}
+
 #[path = "e2e/apache_harness.rs"]
 mod apache_harness;
 #[path = "e2e/applications.rs"]

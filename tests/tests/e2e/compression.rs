@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use khttpd_tests::front::Front;
 use khttpd_tests::http::{self, Response};
+use khttpd_tests::Proto;
 
 /// A JavaScript-like text that compresses well but not trivially.
 fn script(kib: usize) -> Vec<u8> {
@@ -73,6 +74,9 @@ impl Site {
         self.dir.path().join("www")
     }
     fn start(&self, extra: &[&str]) -> Front {
+        self.start_over(Proto::H1, extra)
+    }
+    fn start_over(&self, p: Proto, extra: &[&str]) -> Front {
         let root = self.root();
         // Wait for every compression: a busy debug build must not fall back to the next encoding.
         let mut args = vec![
@@ -84,13 +88,23 @@ impl Site {
             "60",
         ];
         args.extend_from_slice(extra);
-        Front::start(&args)
+        Front::start_over(p, &args)
     }
 }
 
 fn get(f: &Front, path: &str, ae: &str) -> Response {
-    http::request(f.addr, "GET", path, &[("Accept-Encoding", ae)], b"")
+    f.request("GET", path, &[("Accept-Encoding", ae)], b"")
 }
+
+// Issue 18: the same checks over HTTP/1.1 and over HTTP/2 (TLS, curl).
+over_h1_and_h2!(
+    every_encoding_decodes_to_the_file,
+    negotiation_table,
+    each_representation_has_its_own_etag_and_304,
+    tiny_and_incompressible_files_are_left_alone,
+    precompressed_siblings_are_used_when_fresh_and_inside,
+    changed_replaced_and_deleted_files_are_never_stale_for_long,
+);
 
 fn decode(r: &Response) -> Vec<u8> {
     let mut out = Vec::new();
@@ -112,10 +126,9 @@ fn decode(r: &Response) -> Vec<u8> {
     out
 }
 
-#[test]
-fn every_encoding_decodes_to_the_file() {
+fn every_encoding_decodes_to_the_file(p: Proto) {
     let site = Site::new();
-    let f = site.start(&[]);
+    let f = site.start_over(p, &[]);
     let original = script(48);
     for (ae, want) in [
         ("gzip", Some("gzip")),
@@ -141,16 +154,15 @@ fn every_encoding_decodes_to_the_file() {
         );
         assert!(decode(&r) == original, "{ae} decodes to the file");
         // HEAD carries exactly the same length and encoding.
-        let h = http::request(f.addr, "HEAD", "/app.js", &[("Accept-Encoding", ae)], b"");
+        let h = f.request("HEAD", "/app.js", &[("Accept-Encoding", ae)], b"");
         assert_eq!(h.header("content-length"), r.header("content-length"));
         assert_eq!(h.header("content-encoding"), r.header("content-encoding"));
     }
 }
 
-#[test]
-fn negotiation_table() {
+fn negotiation_table(p: Proto) {
     let site = Site::new();
-    let f = site.start(&[]);
+    let f = site.start_over(p, &[]);
     let table: &[(&str, Option<&str>)] = &[
         ("gzip, deflate, br, zstd", Some("br")),
         ("br;q=0.5, gzip", Some("gzip")),
@@ -170,7 +182,7 @@ fn negotiation_table() {
             "Accept-Encoding: {ae}"
         );
     }
-    let none = http::get(f.addr, "/app.js");
+    let none = f.get("/app.js");
     assert_eq!(
         none.header("content-encoding"),
         None,
@@ -178,10 +190,9 @@ fn negotiation_table() {
     );
 }
 
-#[test]
-fn each_representation_has_its_own_etag_and_304() {
+fn each_representation_has_its_own_etag_and_304(p: Proto) {
     let site = Site::new();
-    let f = site.start(&[]);
+    let f = site.start_over(p, &[]);
     let gz = get(&f, "/app.js", "gzip");
     let br = get(&f, "/app.js", "br");
     let id = get(&f, "/app.js", "identity");
@@ -194,8 +205,7 @@ fn each_representation_has_its_own_etag_and_304() {
         tags[0] != tags[1] && tags[1] != tags[2] && tags[0] != tags[2],
         "{tags:?}"
     );
-    let nm = http::request(
-        f.addr,
+    let nm = f.request(
         "GET",
         "/app.js",
         &[("Accept-Encoding", "gzip"), ("If-None-Match", tags[0])],
@@ -209,8 +219,7 @@ fn each_representation_has_its_own_etag_and_304() {
         "Vary on 304 too"
     );
     // The gzip tag does not validate the brotli representation.
-    let other = http::request(
-        f.addr,
+    let other = f.request(
         "GET",
         "/app.js",
         &[("Accept-Encoding", "br"), ("If-None-Match", tags[0])],
@@ -218,8 +227,7 @@ fn each_representation_has_its_own_etag_and_304() {
     );
     assert_eq!(other.status, 200);
     // Ranges come from the identity representation.
-    let r = http::request(
-        f.addr,
+    let r = f.request(
         "GET",
         "/app.js",
         &[("Accept-Encoding", "gzip"), ("Range", "bytes=0-99")],
@@ -230,10 +238,9 @@ fn each_representation_has_its_own_etag_and_304() {
     assert_eq!(r.body, script(48)[..100]);
 }
 
-#[test]
-fn tiny_and_incompressible_files_are_left_alone() {
+fn tiny_and_incompressible_files_are_left_alone(p: Proto) {
     let site = Site::new();
-    let f = site.start(&[]);
+    let f = site.start_over(p, &[]);
     let tiny = get(&f, "/tiny.css", "gzip, br");
     assert_eq!(tiny.header("content-encoding"), None);
     let noise = get(&f, "/noise.txt", "gzip, br, zstd");
@@ -251,8 +258,7 @@ fn tiny_and_incompressible_files_are_left_alone() {
     assert_eq!(png.header("vary"), None);
 }
 
-#[test]
-fn precompressed_siblings_are_used_when_fresh_and_inside() {
+fn precompressed_siblings_are_used_when_fresh_and_inside(p: Proto) {
     let site = Site::new();
     let root = site.root();
     let original = script(40);
@@ -280,7 +286,7 @@ fn precompressed_siblings_are_used_when_fresh_and_inside() {
     std::fs::write(&outside, &sibling).unwrap();
     std::os::unix::fs::symlink(&outside, root.join("out.js.gz")).unwrap();
 
-    let f = site.start(&[]);
+    let f = site.start_over(p, &[]);
     let r = get(&f, "/lib.js", "gzip");
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert_eq!(r.body, sibling, "the sibling's bytes are served");
@@ -299,12 +305,11 @@ fn precompressed_siblings_are_used_when_fresh_and_inside() {
     assert_eq!(get(&f, "/only.css", "gzip").status, 404);
 }
 
-#[test]
-fn changed_replaced_and_deleted_files_are_never_stale_for_long() {
+fn changed_replaced_and_deleted_files_are_never_stale_for_long(p: Proto) {
     let site = Site::new();
     let root = site.root();
     write(&root, "page.js", &script(20));
-    let f = site.start(&[]);
+    let f = site.start_over(p, &[]);
     for ae in ["gzip", "identity"] {
         assert!(decode(&get(&f, "/page.js", ae)) == script(20));
     }
@@ -338,13 +343,10 @@ fn changed_replaced_and_deleted_files_are_never_stale_for_long() {
     });
     assert!(gone.is_some(), "deletion seen");
     // A listing follows added entries the same way.
-    assert!(!http::get(f.addr, "/").text().contains("new-entry.txt"));
+    assert!(!f.get("/").text().contains("new-entry.txt"));
     write(&root, "new-entry.txt", b"x");
     let listed = khttpd_tests::wait_until(Duration::from_millis(2500), || {
-        http::get(f.addr, "/")
-            .text()
-            .contains("new-entry.txt")
-            .then_some(())
+        f.get("/").text().contains("new-entry.txt").then_some(())
     });
     assert!(listed.is_some(), "listing shows the new file");
 }

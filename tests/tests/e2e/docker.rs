@@ -802,22 +802,7 @@ fn sample_config_loads_with_every_key_and_matches_the_unit() {
     // The certificate paths are certbot's: a certificate made here stands in for them.
     let pem = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&pem)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    khttpd_tests::proto::certificate_at(&pem, &key, &["localhost"]);
     args.extend([
         "--cert",
         pem.to_str().unwrap(),
@@ -949,27 +934,7 @@ fn compose_tls_override_serves_https_natively() {
     }
     let at = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
     let (cert, key) = (at("--cert"), at("--key"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-        ])
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    khttpd_tests::proto::certificate_at(Path::new(&cert), Path::new(&key), &["localhost"]);
     args.extend(["--root".into(), repo().join("www").display().to_string()]);
     let env = environment(service(&compose(), "front"));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use khttpd_tests::front::Front;
 use khttpd_tests::http;
+use khttpd_tests::Proto;
 use regex::Regex;
 
 use crate::site::Site;
@@ -21,21 +22,28 @@ fn lines(path: &std::path::Path, at_least: usize) -> Vec<String> {
     .unwrap_or_else(|| panic!("fewer than {at_least} lines in {}", path.display()))
 }
 
-#[test]
-fn combined_lines_match_the_format_analysers_read() {
+// Issue 18: over HTTP/1.1 and over HTTP/2 (TLS, curl).
+over_h1_and_h2!(
+    combined_lines_match_the_format_analysers_read,
+    json_lines_carry_duration_and_route,
+);
+
+fn combined_lines_match_the_format_analysers_read(p: Proto) {
     let site = Site::new();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let f = Front::start(&[
-        "--root",
-        site.root_arg(),
-        "--access-log",
-        log.to_str().unwrap(),
-    ]);
-    http::get(f.addr, "/alphabet.txt");
-    http::get(f.addr, "/missing?q=1");
-    http::request(
-        f.addr,
+    let f = Front::start_over(
+        p,
+        &[
+            "--root",
+            site.root_arg(),
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    f.get("/alphabet.txt");
+    f.get("/missing?q=1");
+    f.request(
         "GET",
         "/style.css",
         &[
@@ -44,7 +52,7 @@ fn combined_lines_match_the_format_analysers_read() {
         ],
         b"",
     );
-    http::request(f.addr, "POST", "/index.html", &[], b"x=1");
+    f.request("POST", "/index.html", &[], b"x=1");
     let re = Regex::new(COMBINED).unwrap();
     let got = lines(&log, 4);
     for l in &got {
@@ -54,7 +62,11 @@ fn combined_lines_match_the_format_analysers_read() {
     assert_eq!(&caps[1], "127.0.0.1");
     assert_eq!(
         (&caps[5], &caps[6], &caps[7]),
-        ("GET", "/alphabet.txt", "HTTP/1.1")
+        (
+            "GET",
+            "/alphabet.txt",
+            if p.is_h1() { "HTTP/1.1" } else { "HTTP/2.0" }
+        )
     );
     assert_eq!((&caps[8], &caps[9]), ("200", "26"));
     let missing = re.captures(&got[1]).unwrap();
@@ -63,21 +75,23 @@ fn combined_lines_match_the_format_analysers_read() {
     assert!(re.captures(&got[3]).unwrap()[8].eq("405"));
 }
 
-#[test]
-fn json_lines_carry_duration_and_route() {
+fn json_lines_carry_duration_and_route(p: Proto) {
     let site = Site::new();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.json");
-    let f = Front::start(&[
-        "--root",
-        site.root_arg(),
-        "--access-log",
-        log.to_str().unwrap(),
-        "--log-format",
-        "json",
-    ]);
-    http::get(f.addr, "/big.bin");
-    http::get(f.addr, "/page.php");
+    let f = Front::start_over(
+        p,
+        &[
+            "--root",
+            site.root_arg(),
+            "--access-log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    );
+    f.get("/big.bin");
+    f.get("/page.php");
     let got = lines(&log, 2);
     let first: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
     assert_eq!(first["status"], 200);

@@ -3,18 +3,33 @@
 
 use khttpd_tests::front::Front;
 use khttpd_tests::http::{self, Conn};
+use khttpd_tests::Proto;
 
 use crate::site::{assert_no_leak, big_content, Site, AWKWARD};
 
-fn start(site: &Site) -> Front {
-    Front::start(&["--root", site.root_arg(), "--threads", "2"])
+fn start(p: Proto, site: &Site) -> Front {
+    Front::start_over(p, &["--root", site.root_arg(), "--threads", "2"])
 }
 
-#[test]
-fn index_has_type_validators_and_server_headers() {
+// Issue 18: the same checks over HTTP/1.1 and over HTTP/2 (TLS, curl).
+over_h1_and_h2!(
+    index_has_type_validators_and_server_headers,
+    head_carries_exactly_gets_headers,
+    conditional_requests,
+    ranges_single_suffix_multi_and_unsatisfiable,
+    many_overlapping_ranges_do_not_amplify,
+    large_file_streams_intact,
+    listing_html_escapes_and_json,
+    directory_redirect_keeps_query,
+    refusals_without_a_backend_never_serve_the_file,
+    error_pages_do_not_describe_the_configuration,
+    add_header_rules_by_path,
+);
+
+fn index_has_type_validators_and_server_headers(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
-    let r = http::get(f.addr, "/");
+    let f = start(p, &site);
+    let r = f.get("/");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     assert_eq!(r.header("content-length"), Some("40"));
@@ -27,22 +42,21 @@ fn index_has_type_validators_and_server_headers() {
         "{etag}"
     );
     assert_eq!(r.body, b"<!DOCTYPE html><title>home</title>hello\n");
-    let css = http::get(f.addr, "/style.css?v=3");
+    let css = f.get("/style.css?v=3");
     assert_eq!(css.status, 200, "query strings do not change routing");
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
     assert_eq!(
-        http::get(f.addr, "/app.js").header("content-type"),
+        f.get("/app.js").header("content-type"),
         Some("text/javascript; charset=utf-8")
     );
 }
 
-#[test]
-fn head_carries_exactly_gets_headers() {
+fn head_carries_exactly_gets_headers(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
+    let f = start(p, &site);
     for path in ["/alphabet.txt", "/awkward/", "/big.bin", "/nope"] {
-        let get = http::get(f.addr, path);
-        let head = http::request(f.addr, "HEAD", path, &[], b"");
+        let get = f.get(path);
+        let head = f.request("HEAD", path, &[], b"");
         assert!(head.body.is_empty());
         let strip = |r: &http::Response| {
             let mut h: Vec<_> = r
@@ -59,45 +73,26 @@ fn head_carries_exactly_gets_headers() {
     }
 }
 
-#[test]
-fn conditional_requests() {
+fn conditional_requests(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
-    let r = http::get(f.addr, "/alphabet.txt");
+    let f = start(p, &site);
+    let r = f.get("/alphabet.txt");
     let etag = r.header("etag").unwrap().to_owned();
     let lm = r.header("last-modified").unwrap().to_owned();
 
-    let nm = http::request(
-        f.addr,
-        "GET",
-        "/alphabet.txt",
-        &[("If-None-Match", &etag)],
-        b"",
-    );
+    let nm = f.request("GET", "/alphabet.txt", &[("If-None-Match", &etag)], b"");
     assert_eq!(nm.status, 304);
     assert!(nm.body.is_empty());
     assert_eq!(nm.header("etag"), Some(etag.as_str()));
     assert_eq!(nm.header("last-modified"), Some(lm.as_str()));
     assert_eq!(nm.header("cache-control"), Some("no-cache"));
 
-    let ims = http::request(
-        f.addr,
-        "GET",
-        "/alphabet.txt",
-        &[("If-Modified-Since", &lm)],
-        b"",
-    );
+    let ims = f.request("GET", "/alphabet.txt", &[("If-Modified-Since", &lm)], b"");
     assert_eq!(ims.status, 304);
     let old = "Sat, 01 Jan 2000 00:00:00 GMT";
     assert_eq!(
-        http::request(
-            f.addr,
-            "GET",
-            "/alphabet.txt",
-            &[("If-Modified-Since", old)],
-            b""
-        )
-        .status,
+        f.request("GET", "/alphabet.txt", &[("If-Modified-Since", old)], b"")
+            .status,
         200
     );
     // RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since.
@@ -105,45 +100,30 @@ fn conditional_requests() {
         ("If-None-Match", "\"other\""),
         ("If-Modified-Since", lm.as_str()),
     ];
-    assert_eq!(
-        http::request(f.addr, "GET", "/alphabet.txt", &both, b"").status,
-        200
-    );
+    assert_eq!(f.request("GET", "/alphabet.txt", &both, b"").status, 200);
 
     assert_eq!(
-        http::request(
-            f.addr,
-            "GET",
-            "/alphabet.txt",
-            &[("If-Match", "\"other\"")],
-            b""
-        )
-        .status,
+        f.request("GET", "/alphabet.txt", &[("If-Match", "\"other\"")], b"")
+            .status,
         412
     );
     assert_eq!(
-        http::request(f.addr, "GET", "/alphabet.txt", &[("If-Match", &etag)], b"").status,
+        f.request("GET", "/alphabet.txt", &[("If-Match", &etag)], b"")
+            .status,
         200
     );
-    let ius = http::request(
-        f.addr,
-        "GET",
-        "/alphabet.txt",
-        &[("If-Unmodified-Since", old)],
-        b"",
-    );
+    let ius = f.request("GET", "/alphabet.txt", &[("If-Unmodified-Since", old)], b"");
     assert_eq!(ius.status, 412);
     assert_eq!(ius.header("content-type"), Some("text/html; charset=utf-8"));
 }
 
-#[test]
-fn ranges_single_suffix_multi_and_unsatisfiable() {
+fn ranges_single_suffix_multi_and_unsatisfiable(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
+    let f = start(p, &site);
     let get = |range: &str, extra: &[(&str, &str)]| {
         let mut h = vec![("Range", range)];
         h.extend_from_slice(extra);
-        http::request(f.addr, "GET", "/alphabet.txt", &h, b"")
+        f.request("GET", "/alphabet.txt", &h, b"")
     };
     let r = get("bytes=0-4", &[]);
     assert_eq!(r.status, 206);
@@ -156,8 +136,7 @@ fn ranges_single_suffix_multi_and_unsatisfiable() {
 
     // Two ranges far apart in the big file: multipart/byteranges.
     let big = big_content();
-    let r = http::request(
-        f.addr,
+    let r = f.request(
         "GET",
         "/big.bin",
         &[("Range", "bytes=0-9,2000000-2000009")],
@@ -194,21 +173,17 @@ fn ranges_single_suffix_multi_and_unsatisfiable() {
     // If-Range with a stale validator: the whole file.
     let r = get("bytes=0-4", &[("If-Range", "\"stale\"")]);
     assert_eq!((r.status, r.body.len()), (200, 26));
-    let etag = http::get(f.addr, "/alphabet.txt")
-        .header("etag")
-        .unwrap()
-        .to_owned();
+    let etag = f.get("/alphabet.txt").header("etag").unwrap().to_owned();
     assert_eq!(get("bytes=0-4", &[("If-Range", &etag)]).status, 206);
 }
 
-#[test]
-fn many_overlapping_ranges_do_not_amplify() {
+fn many_overlapping_ranges_do_not_amplify(p: Proto) {
     // CVE-2011-3192: "bytes=0-,0-,0-,…" must never multiply the file.
     let site = Site::new();
-    let f = start(&site);
+    let f = start(p, &site);
     let spec: Vec<String> = (0..500).map(|i| format!("{i}-")).collect();
     let range = format!("bytes={}", spec.join(","));
-    let r = http::request(f.addr, "GET", "/big.bin", &[("Range", &range)], b"");
+    let r = f.request("GET", "/big.bin", &[("Range", &range)], b"");
     assert!(
         r.body.len() <= big_content().len() + 1024,
         "answer of {} bytes",
@@ -217,8 +192,7 @@ fn many_overlapping_ranges_do_not_amplify() {
     let spread: Vec<String> = (0..200)
         .map(|i| format!("{}-{}", i * 10_000, i * 10_000 + 1))
         .collect();
-    let r = http::request(
-        f.addr,
+    let r = f.request(
         "GET",
         "/big.bin",
         &[("Range", &format!("bytes={}", spread.join(",")))],
@@ -230,16 +204,14 @@ fn many_overlapping_ranges_do_not_amplify() {
     );
 }
 
-#[test]
-fn large_file_streams_intact() {
+fn large_file_streams_intact(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
-    let r = http::get(f.addr, "/big.bin");
+    let f = start(p, &site);
+    let r = f.get("/big.bin");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert!(r.body == big_content(), "3 MiB file differs");
-    let r = http::request(
-        f.addr,
+    let r = f.request(
         "GET",
         "/big.bin",
         &[("Range", "bytes=1000000-2500000")],
@@ -249,11 +221,10 @@ fn large_file_streams_intact() {
     assert!(r.body == big_content()[1_000_000..=2_500_000]);
 }
 
-#[test]
-fn listing_html_escapes_and_json() {
+fn listing_html_escapes_and_json(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
-    let r = http::get(f.addr, "/awkward/");
+    let f = start(p, &site);
+    let r = f.get("/awkward/");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let html = r.text();
@@ -273,13 +244,7 @@ fn listing_html_escapes_and_json() {
         "directories first"
     );
 
-    let j = http::request(
-        f.addr,
-        "GET",
-        "/awkward/",
-        &[("Accept", "application/json")],
-        b"",
-    );
+    let j = f.request("GET", "/awkward/", &[("Accept", "application/json")], b"");
     assert_eq!(
         j.header("content-type"),
         Some("application/json; charset=utf-8")
@@ -310,22 +275,21 @@ fn listing_html_escapes_and_json() {
                 }
             })
             .collect();
-        let r = http::get(f.addr, &format!("/awkward/{enc}"));
+        let r = f.get(&format!("/awkward/{enc}"));
         assert_eq!((r.status, r.body.as_slice()), (200, n.as_bytes()), "{n}");
     }
-    assert_eq!(http::get(f.addr, "/emptydir/").status, 200);
-    let off = Front::start(&["--root", site.root_arg(), "--listing", "off"]);
-    assert_eq!(http::get(off.addr, "/awkward/").status, 403);
+    assert_eq!(f.get("/emptydir/").status, 200);
+    let off = Front::start_over(p, &["--root", site.root_arg(), "--listing", "off"]);
+    assert_eq!(off.get("/awkward/").status, 403);
 }
 
-#[test]
-fn directory_redirect_keeps_query() {
+fn directory_redirect_keeps_query(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
-    let r = http::get(f.addr, "/sub?a=1&b=2");
+    let f = start(p, &site);
+    let r = f.get("/sub?a=1&b=2");
     assert_eq!(r.status, 308);
     assert_eq!(r.header("location"), Some("/sub/?a=1&b=2"));
-    let r = http::get(f.addr, "//escape-dir");
+    let r = f.get("//escape-dir");
     assert_ne!(
         r.header("location"),
         Some("//escape-dir/"),
@@ -333,10 +297,9 @@ fn directory_redirect_keeps_query() {
     );
 }
 
-#[test]
-fn refusals_without_a_backend_never_serve_the_file() {
+fn refusals_without_a_backend_never_serve_the_file(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
+    let f = start(p, &site);
     let cases: &[(&str, u16)] = &[
         ("/page.php", 502),
         ("/PAGE.PHP", 502),
@@ -354,7 +317,7 @@ fn refusals_without_a_backend_never_serve_the_file() {
         ("/missing.html", 404),
     ];
     for (path, status) in cases {
-        let r = http::get(f.addr, path);
+        let r = f.get(path);
         assert_eq!(r.status, *status, "{path}");
         assert_eq!(
             r.header("content-type"),
@@ -363,33 +326,26 @@ fn refusals_without_a_backend_never_serve_the_file() {
         );
         assert_no_leak(path, &r.body);
     }
-    assert_eq!(http::get(f.addr, "/.well-known/security.txt").status, 200);
+    assert_eq!(f.get("/.well-known/security.txt").status, 200);
     assert_eq!(
-        http::get(f.addr, "/inside-link.txt").body,
+        f.get("/inside-link.txt").body,
         b"abcdefghijklmnopqrstuvwxyz"
     );
-    let unknown = http::get(f.addr, "/data.unknownext");
+    let unknown = f.get("/data.unknownext");
     assert_eq!(unknown.status, 200);
     assert_eq!(
         unknown.header("content-type"),
         Some("application/octet-stream")
     );
-    assert_eq!(
-        http::get(f.addr, "/empty.txt").header("content-length"),
-        Some("0")
-    );
-    assert_eq!(http::get(f.addr, "/only-gz/app.js").status, 404);
+    assert_eq!(f.get("/empty.txt").header("content-length"), Some("0"));
+    assert_eq!(f.get("/only-gz/app.js").status, 404);
 
-    let post = http::request(f.addr, "POST", "/index.html", &[], b"x=1");
+    let post = f.request("POST", "/index.html", &[], b"x=1");
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
-    assert_eq!(
-        http::request(f.addr, "DELETE", "/index.html", &[], b"").status,
-        405
-    );
+    assert_eq!(f.request("DELETE", "/index.html", &[], b"").status, 405);
     // The FIFO was never opened: the server still answers at once.
-    let mut c = Conn::open(f.addr);
-    assert_eq!(c.request("GET", "/index.html", &[], b"").status, 200);
+    assert_eq!(f.get("/index.html").status, 200);
     assert!(site.secret.exists());
 }
 
@@ -552,12 +508,11 @@ fn a_file_rewritten_while_being_sent_ends_the_answer_short() {
 
 /// Issue 17: the front's own error pages say nothing about its configuration ("no backend
 /// configured" is the operator's business).
-#[test]
-fn error_pages_do_not_describe_the_configuration() {
+fn error_pages_do_not_describe_the_configuration(p: Proto) {
     let site = Site::new();
-    let f = start(&site);
+    let f = start(p, &site);
     for path in ["/x.php", "/.env", "/index.php/extra"] {
-        let r = http::get(f.addr, path);
+        let r = f.get(path);
         assert!(r.status >= 400, "{path}");
         let text = r.text().to_ascii_lowercase();
         assert!(
@@ -570,23 +525,30 @@ fn error_pages_do_not_describe_the_configuration() {
 /// Issue 17: `--add-header` sets fields by path on the front's own answers (nginx's `add_header`
 /// and `expires`), on the fast path and through hyper alike, 304s included; a rule's
 /// Cache-Control replaces the default one; errors and bad rules are left alone or refused.
-#[test]
-fn add_header_rules_by_path() {
+fn add_header_rules_by_path(p: Proto) {
     let www = khttpd_tests::repo_root().join("www");
-    let f = Front::start(&[
-        "--root",
-        www.to_str().unwrap(),
-        "--add-header",
-        "/assets/*=Cache-Control: public, max-age=31536000, immutable",
-        "--add-header",
-        "*.html=X-Frame-Options: SAMEORIGIN",
-        "--add-header",
-        "*.html=X-Content-Type-Options: nosniff",
-    ]);
-    // Several times: the first answers may come from hyper, the later ones from the fast path.
-    let mut c = Conn::open(f.addr);
+    let f = Front::start_over(
+        p,
+        &[
+            "--root",
+            www.to_str().unwrap(),
+            "--add-header",
+            "/assets/*=Cache-Control: public, max-age=31536000, immutable",
+            "--add-header",
+            "*.html=X-Frame-Options: SAMEORIGIN",
+            "--add-header",
+            "*.html=X-Content-Type-Options: nosniff",
+        ],
+    );
+    // Several times: the first answers may come from hyper, the later ones from the fast path
+    // (over HTTP/1.1 on one keep-alive connection; HTTP/2 has its own connection each time).
+    let mut c = p.is_h1().then(|| Conn::open(f.addr));
+    let mut ask = |path: &str, headers: &[(&str, &str)]| match c.as_mut() {
+        Some(c) => c.request("GET", path, headers, b""),
+        None => f.request("GET", path, headers, b""),
+    };
     for _ in 0..3 {
-        let r = c.request("GET", "/assets/style.css", &[], b"");
+        let r = ask("/assets/style.css", &[]);
         assert_eq!(r.status, 200);
         assert_eq!(
             r.headers_all("cache-control"),
@@ -596,13 +558,13 @@ fn add_header_rules_by_path() {
         );
         assert_eq!(r.header("x-frame-options"), None);
         let etag = r.header("etag").unwrap().to_owned();
-        let r = c.request("GET", "/assets/style.css", &[("If-None-Match", &etag)], b"");
+        let r = ask("/assets/style.css", &[("If-None-Match", &etag)]);
         assert_eq!(r.status, 304);
         assert_eq!(
             r.header("cache-control"),
             Some("public, max-age=31536000, immutable")
         );
-        let r = c.request("GET", "/index.html", &[], b"");
+        let r = ask("/index.html", &[]);
         assert_eq!(
             r.header("x-frame-options"),
             Some("SAMEORIGIN"),
@@ -616,7 +578,7 @@ fn add_header_rules_by_path() {
             "the default where no rule sets one"
         );
     }
-    let r = http::get(f.addr, "/missing.html");
+    let r = f.get("/missing.html");
     assert_eq!(r.status, 404);
     assert_eq!(
         r.header("x-frame-options"),

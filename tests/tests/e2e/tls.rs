@@ -11,41 +11,8 @@ use std::time::Duration;
 
 use khttpd_tests::apache::{Apache, ApacheOptions};
 use khttpd_tests::front::Front;
+use khttpd_tests::proto::{certificate, curl_head};
 use tempfile::TempDir;
-
-/// A self-signed certificate for `names` (the first is its CN), valid for 127.0.0.1 too.
-fn certificate(dir: &Path, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-    let cert = dir.join(format!("{file}.pem"));
-    let key = dir.join(format!("{file}.key"));
-    let mut san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    san.push("IP:127.0.0.1".into());
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj"])
-        .arg(format!("/CN={}", names[0]))
-        .arg("-addext")
-        .arg(format!("subjectAltName={}", san.join(",")))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("running openssl req");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (cert, key)
-}
 
 /// A front with HTTPS on a port it picks; returns it with its TLS address.
 fn front_tls(extra: &[&str]) -> (Front, SocketAddr) {
@@ -61,13 +28,8 @@ fn front_tls(extra: &[&str]) -> (Front, SocketAddr) {
 }
 
 fn tls_addr(f: &Front) -> SocketAddr {
-    khttpd_tests::wait_until(Duration::from_secs(5), || {
-        f.stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("listening for TLS on "))
-            .and_then(|a| a.trim().parse().ok())
-    })
-    .unwrap_or_else(|| panic!("no TLS listener: {}", f.stdout()))
+    f.tls_addr()
+        .unwrap_or_else(|| panic!("no TLS listener: {}", f.stdout()))
 }
 
 /// One answer as curl saw it.
@@ -123,16 +85,10 @@ fn curl(proto: &str, ca: &Path, url: &str, extra: &[&str]) -> Seen {
         "curl {url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let head = std::fs::read_to_string(&head).unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{head}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+    let (_, status, headers, _) = curl_head(&std::fs::read_to_string(&head).unwrap());
+    let headers = headers
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
     Seen {
         version: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use khttpd_tests::apache::{Apache, ApacheOptions};
 use khttpd_tests::front::Front;
 use khttpd_tests::http::{self, Conn};
+use khttpd_tests::Proto;
 
 const PHP_SECRET: &str = "<?php $db_password = 'hunter2'; echo 'php ran'; ?>\n";
 
@@ -156,8 +157,10 @@ fn apache_alone(a: &Apache, path: &str) -> http::Response {
     http::get(a.addr, path)
 }
 
-#[test]
-fn no_answer_from_the_front_that_apache_alone_would_not_give() {
+// Issue 18: over HTTP/1.1 and over HTTP/2 (TLS, curl).
+over_h1_and_h2!(no_answer_from_the_front_that_apache_alone_would_not_give);
+
+fn no_answer_from_the_front_that_apache_alone_would_not_give(p: Proto) {
     let dir = tempfile::Builder::new()
         .prefix("khttpd-corpus-")
         .tempdir()
@@ -179,24 +182,27 @@ fn no_answer_from_the_front_that_apache_alone_would_not_give() {
         },
     );
     let backend = a.addr.to_string();
-    let f = Front::start(&[
-        "--root",
-        root.to_str().unwrap(),
-        "--backend",
-        &backend,
-        "--route-header",
-        "--threads",
-        "2",
-    ]);
+    let f = Front::start_over(
+        p,
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "--backend",
+            &backend,
+            "--route-header",
+            "--threads",
+            "2",
+        ],
+    );
 
     let all: Vec<&str> = APACHES.iter().chain(FRONTS).copied().collect();
     // Warm-up: the first request of each URL goes to Apache and starts its probe.
     for path in &all {
-        http::get(f.addr, path);
+        f.get(path);
     }
     for path in FRONTS {
         assert!(
-            http::until_front_serves(f.addr, path, Duration::from_secs(5)).is_some(),
+            f.until_front_serves(path, Duration::from_secs(5)).is_some(),
             "{path}: Apache sends it as it is, yet the front never took it over:\n{}",
             a.access_log()
         );
@@ -210,11 +216,16 @@ fn no_answer_from_the_front_that_apache_alone_would_not_give() {
         "{settled}"
     );
 
-    let mut conn = Conn::open(f.addr);
+    // Over HTTP/1.1 on one keep-alive connection (the fast path's ground); HTTP/2 asks afresh.
+    let mut conn = p.is_h1().then(|| Conn::open(f.addr));
+    let mut ask = |path: &str| match conn.as_mut() {
+        Some(c) => c.request("GET", path, &[], b""),
+        None => f.get(path),
+    };
     for path in &all {
         let alone = apache_alone(&a, path);
         for _ in 0..2 {
-            let front = conn.request("GET", path, &[], b"");
+            let front = ask(path);
             assert_eq!(front.status, alone.status, "{path}: {}", front.raw_head);
             let route = front.header("x-khttpd-route").unwrap_or("-");
             if APACHES.contains(path) {
@@ -240,7 +251,7 @@ fn no_answer_from_the_front_that_apache_alone_would_not_give() {
     };
     let before = verify(&f);
     for spelling in ["/plain%2Ehtml", "/%70lain.html", "//plain.html"] {
-        let r = http::get(f.addr, spelling);
+        let r = f.get(spelling);
         assert_eq!(r.header("x-khttpd-route"), Some("static"), "{spelling}");
     }
     assert_eq!(verify(&f), before, "spellings share one verdict");
@@ -250,17 +261,19 @@ fn no_answer_from_the_front_that_apache_alone_would_not_give() {
     let (code, out, _) = f.ctl(&["flush"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("verdicts dropped"), "{out}");
-    let r = http::get(f.addr, "/plain.html");
+    let r = f.get("/plain.html");
     assert_eq!(
         r.header("x-khttpd-route"),
         Some("backend"),
         "asked again after a flush"
     );
-    assert!(http::until_front_serves(f.addr, "/plain.html", Duration::from_secs(5)).is_some());
+    assert!(f
+        .until_front_serves("/plain.html", Duration::from_secs(5))
+        .is_some());
     // A changed file is a new version: Apache is asked again before the front serves it.
     std::fs::write(root.join("plain.html"), "<p>plain, changed</p>\n").unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let r = http::get(f.addr, "/plain.html");
+    let r = f.get("/plain.html");
     assert_eq!(
         (r.text().as_str(), r.header("x-khttpd-route")),
         ("<p>plain, changed</p>\n", Some("backend"))
