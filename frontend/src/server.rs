@@ -318,7 +318,10 @@ fn service(
         let ctx = ctx.clone();
         async move {
             // A panic while handling one request answers 500 on that request only.
-            match AssertUnwindSafe(handler::handle(req, ctx))
+            // Boxed: hyper's HTTP/2 server spawns a task per stream and moves this future into
+            // it (a memcpy of the whole state, 8% of the CPU of small answers when inline).
+            let answer = Box::pin(handler::handle(req, ctx));
+            match AssertUnwindSafe(answer)
                 .catch_unwind()
                 .await
             {
