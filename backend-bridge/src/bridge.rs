@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use tokio::sync::{oneshot, Mutex};
 
 use crate::body::{AnswerBody, ClientBody, Progress, ProxyBody};
-use crate::connect::{self, Sender};
+use crate::connect::{self, GiveBack, Sender};
 use crate::error::{BridgeError, Phase};
 use crate::forwarded::{self, Origin};
 use crate::hop::strip_hop_by_hop;
@@ -43,14 +43,14 @@ pub struct Upstream {
     pub head_time: Duration,
 }
 
-/// One main daemon's side of the bridge: its idle connection pools, so the hot path takes no
+/// One main daemon's side of the bridge: its idle connection pool, so the hot path takes no
 /// lock that another daemon's thread contends for.
 #[derive(Debug)]
 pub struct Bridge {
     up: Arc<Upstreams>,
-    pub(crate) pool: Pool<Sender>,
-    /// The relay's raw connections (see [`crate::relay`]).
-    pub(crate) raw: Pool<RawConn>,
+    /// Idle connections, used by the relay directly and lent to hyper's client
+    /// ([`connect::lend`]): one pool for both.
+    pub(crate) pool: Pool<RawConn>,
 }
 
 impl Bridge {
@@ -58,8 +58,7 @@ impl Bridge {
     pub fn new(up: Arc<Upstreams>) -> Arc<Bridge> {
         let cfg = up.config();
         let pool = Pool::new(up.len(), cfg.idle_timeout, cfg.max_conns);
-        let raw = Pool::new(up.len(), cfg.idle_timeout, cfg.max_conns);
-        Arc::new(Bridge { up, pool, raw })
+        Arc::new(Bridge { up, pool })
     }
 
     /// The shared backend state.
@@ -124,6 +123,8 @@ enum Mode {
 struct Conn {
     backend: usize,
     sender: Sender,
+    /// A pooled connection's way back to the pool.
+    back: Option<GiveBack>,
     reused: bool,
     slot: Slot,
 }
@@ -317,7 +318,8 @@ impl Session {
             );
             retried = true;
             up.count_retry(conn.backend);
-            conn.sender = connect::open(addr, timeout, self.preface.as_deref())
+            (conn.sender, conn.back) = self
+                .fresh(conn.back.is_some(), addr)
                 .await
                 .inspect_err(|e| up.record_failure(conn.backend, e, true))?;
             conn.reused = false;
@@ -346,28 +348,59 @@ impl Session {
                 return Ok(Conn {
                     backend: parked.backend,
                     sender: parked.sender,
+                    back: None,
                     reused: true,
                     slot,
                 });
             }
         }
+        if mode == Mode::Pooled {
+            let (backend, slot, stream, reused) = self
+                .connect_with(
+                    |i| self.bridge.pool.take(i).map(RawConn::into_stream),
+                    |addr| connect::open_stream(addr, cfg.timeout),
+                )
+                .await?;
+            let addr = up.backend(backend).addr;
+            let (sender, back) = connect::lend(stream, addr)
+                .await
+                .map_err(|e| (e, Some(addr)))?;
+            return Ok(Conn {
+                backend,
+                sender,
+                back: Some(back),
+                reused,
+                slot,
+            });
+        }
         let preface = self.preface.as_deref();
         let (backend, slot, sender, reused) = self
-            .connect_with(
-                |i| {
-                    (mode == Mode::Pooled)
-                        .then(|| self.bridge.pool.take(i))
-                        .flatten()
-                },
-                |addr| connect::open(addr, cfg.timeout, preface),
-            )
+            .connect_with(|_| None, |addr| connect::open(addr, cfg.timeout, preface))
             .await?;
         Ok(Conn {
             backend,
             sender,
+            back: None,
             reused,
             slot,
         })
+    }
+
+    /// A new connection for a retry: lent from the pool's side when `pooled`, else the
+    /// session's kind (with its PROXY header).
+    async fn fresh(
+        &self,
+        pooled: bool,
+        addr: SocketAddr,
+    ) -> Result<(Sender, Option<GiveBack>), BridgeError> {
+        let timeout = self.bridge.up.config().timeout;
+        if pooled {
+            let stream = connect::open_stream(addr, timeout).await?;
+            let (sender, back) = connect::lend(stream, addr).await?;
+            return Ok((sender, Some(back)));
+        }
+        let sender = connect::open(addr, timeout, self.preface.as_deref()).await?;
+        Ok((sender, None))
     }
 
     /// Picks a backend, waits for a slot and takes an idle connection (`take`) or opens one
@@ -419,12 +452,13 @@ impl Session {
         let parked = tokio::time::timeout(cfg.timeout, rx).await.ok()?.ok()?;
         let usable = parked.since.elapsed() < cfg.idle_timeout
             && !parked.sender.is_closed()
-            && parked.sender.is_ready();
+            && parked.sender.is_ready()
+            && parked.sender.quiet();
         usable.then_some(parked)
     }
 
-    /// Once the response has been read to its end, frees the slot and parks the connection
-    /// (in the pool, or as the session's own); one left half-used (the client went away
+    /// Once the response has been read to its end, parks the connection (in the pool, or as
+    /// the session's own) and frees the slot; one left half-used (the client went away
     /// mid-body) is closed by hyper and never parked.
     fn release(&self, conn: Conn, mode: Mode, own: &mut Option<oneshot::Receiver<Parked>>) {
         let to_session = (mode == Mode::Own).then(|| {
@@ -436,17 +470,28 @@ impl Session {
         let Conn {
             backend,
             mut sender,
+            back,
             slot,
             ..
         } = conn;
         tokio::spawn(async move {
-            let alive = sender.ready().await.is_ok();
-            drop(slot);
-            if !alive {
+            // The slot is held until the connection is parked, so a request that came
+            // meanwhile takes it instead of opening another.
+            let _slot = slot;
+            if sender.ready().await.is_err() {
                 return;
             }
             match (mode, to_session) {
-                (Mode::Pooled, _) => bridge.pool.put(backend, sender, bridge.up.backend(backend)),
+                (Mode::Pooled, _) => {
+                    // hyper's connection task hands the stream back once the sender is gone.
+                    drop(sender);
+                    let Some(back) = back else { return };
+                    let timeout = bridge.up.config().timeout;
+                    if let Ok(Ok(stream)) = tokio::time::timeout(timeout, back).await {
+                        let conn = RawConn::new(stream);
+                        bridge.pool.put(backend, conn, bridge.up.backend(backend));
+                    }
+                }
                 (Mode::Own, Some(tx)) => {
                     let _ = tx.send(Parked {
                         backend,

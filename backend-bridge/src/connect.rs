@@ -1,5 +1,7 @@
 //! Opening one backend connection: TCP with `TCP_NODELAY`, the PROXY header if any, and hyper's
-//! HTTP/1.1 client handshake, its connection task spawned on the current runtime.
+//! HTTP/1.1 client handshake, its connection task spawned on the current runtime. A pooled
+//! connection is a plain stream ([`crate::relay::RawConn`]); the hyper client borrows one for an
+//! exchange ([`lend`]) and gives it back, so the relay and hyper share one pool per backend.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,15 +10,17 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use crate::body::ProxyBody;
 use crate::error::{BridgeError, Phase};
 
-/// The sending half of a backend connection, with a second descriptor of its socket so the pool can
-/// look for bytes the backend sent unasked (hyper owns the socket itself).
+/// The sending half of a backend connection; for a connection the session keeps (PROXY
+/// protocol), a second descriptor of its socket, so bytes the backend sent unasked can be seen
+/// before it is used again (hyper owns the socket itself).
 pub(crate) struct Sender {
     inner: http1::SendRequest<ProxyBody>,
-    socket: socket2::Socket,
+    socket: Option<socket2::Socket>,
 }
 
 impl std::ops::Deref for Sender {
@@ -35,7 +39,9 @@ impl std::ops::DerefMut for Sender {
 impl Sender {
     /// Whether the socket is quiet: open, and nothing pending that no request asked for.
     pub(crate) fn quiet(&self) -> bool {
-        crate::pool::socket_is_quiet(&self.socket)
+        self.socket
+            .as_ref()
+            .is_some_and(crate::pool::socket_is_quiet)
     }
 }
 
@@ -87,7 +93,46 @@ async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, Br
             tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
         }
     });
-    Ok(Sender { inner, socket })
+    Ok(Sender {
+        inner,
+        socket: Some(socket),
+    })
+}
+
+/// Where a lent stream comes back: once its exchange is complete and the [`Sender`] dropped.
+pub(crate) type GiveBack = oneshot::Receiver<TcpStream>;
+
+/// Lends a pooled (or new) stream to hyper's client for one exchange. The stream comes back
+/// through the [`GiveBack`] when the sender is dropped after a complete exchange, with nothing
+/// read past the answer; otherwise (an error, bytes beyond the answer, an upgrade) it is closed.
+pub(crate) async fn lend(
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> Result<(Sender, GiveBack), BridgeError> {
+    let (inner, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| BridgeError::Internal(e.into()))?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        match conn.without_shutdown().await {
+            // Bytes read past the answer belong to no request: never reused.
+            Ok(parts) if parts.read_buf.is_empty() => {
+                let _ = tx.send(parts.io.into_inner());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
+            }
+        }
+    });
+    Ok((
+        Sender {
+            inner,
+            socket: None,
+        },
+        rx,
+    ))
 }
 
 /// TCP to `addr` with `TCP_NODELAY`, and the PROXY header if any.

@@ -4,19 +4,12 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::connect::Sender;
 use crate::upstreams::{Backend, IdleMark};
 
 /// A backend connection that can wait in a pool.
 pub(crate) trait Reusable {
     /// Whether it can carry another request: still open, with nothing unexpected pending.
     fn alive(&self) -> bool;
-}
-
-impl Reusable for Sender {
-    fn alive(&self) -> bool {
-        !self.is_closed() && self.is_ready() && self.quiet()
-    }
 }
 
 /// Whether an idle backend socket is open with nothing to read: one `recv(MSG_PEEK)`. Bytes on an
@@ -43,7 +36,8 @@ impl<C: Reusable> Idle<C> {
     }
 }
 
-/// Idle connections per backend index: hyper's senders, or the relay's raw connections.
+/// Idle connections per backend index: one pool, whether the relay or hyper's client used them
+/// last, so idle connections never outnumber `--backend-max-conns` per daemon.
 pub(crate) struct Pool<C> {
     idle: Vec<Mutex<Vec<Idle<C>>>>,
     idle_timeout: Duration,

@@ -65,11 +65,16 @@ pub(crate) struct RawConn {
 }
 
 impl RawConn {
-    fn new(stream: TcpStream) -> RawConn {
+    pub(crate) fn new(stream: TcpStream) -> RawConn {
         RawConn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
         }
+    }
+
+    /// The stream, for hyper's client to borrow (a pooled connection has nothing buffered).
+    pub(crate) fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     /// Reads more of the answer, within `deadline`.
@@ -423,7 +428,7 @@ impl Session {
         let timeout = up.config().timeout;
         let (backend, slot, stream, mut reused) = self
             .connect_with(
-                |i| bridge.raw.take(i),
+                |i| bridge.pool.take(i),
                 |addr| async move { connect::open_stream(addr, timeout).await.map(RawConn::new) },
             )
             .await?;
@@ -738,10 +743,10 @@ impl Relayed {
             Framing::UntilClose => copy_until_close(&mut conn, client, head, limit).await?,
         };
         conn.buf.clear();
-        drop(slot);
         if clean && parsed.keep_alive {
-            bridge.raw.put(backend, conn, up.backend(backend));
+            bridge.pool.put(backend, conn, up.backend(backend));
         }
+        drop(slot);
         Ok(sent)
     }
 }
@@ -888,14 +893,15 @@ impl RawBody {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        drop(self.slot.take());
         conn.buf.clear();
         if clean && self.keep_alive {
             let up = self.bridge.upstreams();
             self.bridge
-                .raw
+                .pool
                 .put(self.backend, conn, up.backend(self.backend));
         }
+        // Parked first: a request waiting for the slot finds the connection.
+        drop(self.slot.take());
     }
 }
 

@@ -321,10 +321,7 @@ fn service(
             // Boxed: hyper's HTTP/2 server spawns a task per stream and moves this future into
             // it (a memcpy of the whole state, 8% of the CPU of small answers when inline).
             let answer = Box::pin(handler::handle(req, ctx));
-            match AssertUnwindSafe(answer)
-                .catch_unwind()
-                .await
-            {
+            match AssertUnwindSafe(answer).catch_unwind().await {
                 Ok(answer) => answer,
                 Err(_) => {
                     tracing::error!("panic while handling a request; answered 500");

@@ -83,6 +83,7 @@ impl Docroot {
                 "<?php header('Cache-Control: no-transform'); echo str_repeat('same bytes ', 5000);",
             ),
             ("tiny.php", "<?php echo 'tiny';"),
+            ("slow.php", "<?php usleep(300000); echo 'slow';"),
             (
                 "fixed.php",
                 "<?php header('X-App: fixed'); header('Cache-Control: no-store'); echo 'fixed page ', $_GET['n'] ?? '-';",
@@ -489,6 +490,73 @@ fn many_requests_share_few_backend_connections() {
     assert!(
         ports.len() <= 4,
         "60 requests used {} backend connections",
+        ports.len()
+    );
+}
+
+/// Issue 14: the relay (plain GETs) and hyper's client (POSTs) take their backend connections
+/// from one pool. With 4 slots, 4 slow GETs at once and then 4 slow POSTs at once, three times,
+/// use the same 4 connections (with a pool each they used 8), and the front never keeps more idle
+/// connections than slots.
+#[test]
+fn relay_and_hyper_client_share_one_pool() {
+    let doc = Docroot::new();
+    let conns_log = tempfile::NamedTempFile::new().unwrap();
+    std::fs::set_permissions(conns_log.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let extra = format!(
+        "LogFormat \"%{{remote}}p\" connport\nCustomLog {} connport\nStartServers 8\nMinSpareServers 8\nMaxSpareServers 16\n",
+        conns_log.path().display()
+    );
+    let a = apache(
+        &doc,
+        ApacheOptions {
+            extra,
+            ..ApacheOptions::default()
+        },
+    );
+    let f = front(
+        Proto::H1,
+        &doc,
+        a.addr,
+        &["--threads", "1", "--backend-max-conns", "4"],
+    );
+    let addr = f.addr;
+    for round in 0..3 {
+        for method in ["GET", "POST"] {
+            let clients: Vec<_> = (0..4)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        let body: &[u8] = if method == "POST" { b"x=1" } else { b"" };
+                        http::request(addr, method, "/slow.php", &[], body)
+                    })
+                })
+                .collect();
+            for c in clients {
+                let r = c.join().unwrap();
+                assert_eq!((r.status, r.text()), (200, "slow".to_owned()), "{method}");
+            }
+            // The last connections are parked a moment after their answers went out.
+            std::thread::sleep(Duration::from_millis(300));
+            let idle = f.status()["backends"][0]["idle_pooled"].as_u64().unwrap();
+            assert!(
+                idle <= 4,
+                "round {round}, {method}: {idle} idle connections"
+            );
+        }
+    }
+    khttpd_tests::wait_until(Duration::from_secs(5), || {
+        let lines = std::fs::read_to_string(conns_log.path()).unwrap();
+        (lines.lines().count() >= 24).then_some(())
+    })
+    .expect("Apache logged the 24 requests");
+    let ports: std::collections::HashSet<String> = std::fs::read_to_string(conns_log.path())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        ports.len() <= 4,
+        "24 requests through the relay and hyper used {} backend connections",
         ports.len()
     );
 }
