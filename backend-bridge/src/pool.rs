@@ -37,7 +37,7 @@ impl<C: Reusable> Idle<C> {
 }
 
 /// Idle connections per backend index: one pool, whether the relay or hyper's client used them
-/// last, so idle connections never outnumber `--backend-max-conns` per daemon.
+/// last; with the other daemons' pools, never more than `--backend-max-conns` idle per backend.
 pub(crate) struct Pool<C> {
     idle: Vec<Mutex<Vec<Idle<C>>>>,
     idle_timeout: Duration,
@@ -89,7 +89,16 @@ impl<C: Reusable> Pool<C> {
         }
         let mut idle = self.idle[i].lock().unwrap_or_else(PoisonError::into_inner);
         idle.retain(|c| c.fresh(self.idle_timeout));
-        if idle.len() >= self.max_idle {
+        // The bound counts every daemon's idle connections to this backend (they all hold an
+        // Apache worker): past it, this daemon's oldest goes, or this one if it has none.
+        let all_idle = backend
+            .counters
+            .idle_pooled
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if idle.len() >= self.max_idle || all_idle >= self.max_idle as u64 {
+            if idle.is_empty() {
+                return;
+            }
             // The oldest goes: it is the nearest to its idle timeout.
             idle.remove(0);
         }
@@ -98,5 +107,48 @@ impl<C: Reusable> Pool<C> {
             since: Instant::now(),
             _mark: IdleMark::new(Arc::clone(backend)),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstreams::Upstreams;
+
+    struct Fake;
+    impl Reusable for Fake {
+        fn alive(&self) -> bool {
+            true
+        }
+    }
+
+    /// Two daemons' pools together keep no more idle connections to a backend than its slots.
+    #[test]
+    fn idle_connections_are_bounded_over_all_daemons() {
+        let up = Upstreams::new(crate::BridgeConfig {
+            backends: vec!["127.0.0.1:9".parse().unwrap()],
+            max_conns: 3,
+            ..crate::BridgeConfig::default()
+        });
+        let backend = up.backend(0);
+        let (a, b) = (
+            Pool::<Fake>::new(1, Duration::from_secs(60), 3),
+            Pool::<Fake>::new(1, Duration::from_secs(60), 3),
+        );
+        for _ in 0..5 {
+            a.put(0, Fake, backend);
+            b.put(0, Fake, backend);
+        }
+        let idle = |b: &Arc<Backend>| {
+            b.counters
+                .idle_pooled
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(idle(backend), 3);
+        assert!(a.take(0).is_some());
+        assert_eq!(idle(backend), 2);
+        // Room again: the next one is parked.
+        b.put(0, Fake, backend);
+        assert_eq!(idle(backend), 3);
     }
 }
