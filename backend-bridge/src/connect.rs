@@ -83,7 +83,7 @@ async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, Br
         .try_clone_to_owned()
         .map(socket2::Socket::from)
         .map_err(|e| BridgeError::Internal(e.into()))?;
-    let (inner, conn) = http1::Builder::new()
+    let (inner, conn) = client()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| BridgeError::Internal(e.into()))?;
@@ -99,6 +99,15 @@ async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, Br
     })
 }
 
+/// hyper's client with the relay's limits ([`crate::h1`]): the same heads are refused either way.
+fn client() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    // max_headers is hyper's default (MAX_RESPONSE_FIELDS); setting it would move its parse to
+    // the heap for every answer.
+    b.max_header_size(crate::h1::MAX_RESPONSE_HEAD);
+    b
+}
+
 /// Where a lent stream comes back: once its exchange is complete and the [`Sender`] dropped.
 pub(crate) type GiveBack = oneshot::Receiver<TcpStream>;
 
@@ -109,7 +118,7 @@ pub(crate) async fn lend(
     stream: TcpStream,
     addr: SocketAddr,
 ) -> Result<(Sender, GiveBack), BridgeError> {
-    let (inner, conn) = http1::Builder::new()
+    let (inner, conn) = client()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| BridgeError::Internal(e.into()))?;

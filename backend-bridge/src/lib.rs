@@ -13,7 +13,8 @@
 //!   `body`, upgrades tunnelled by `tunnel`; answers read as fast as the backend writes them
 //!   and held for slow clients by `spool`; for plain GETs and HEADs the front has parsed
 //!   itself, [`Session::relay`] in [`relay`] carries the bytes without hyper;
-//! - errors by blame and their statuses: [`error`].
+//! - errors by blame and their statuses: [`error`]; the HTTP/1.1 limits every parser shares:
+//!   [`h1`].
 //!
 //! Use: one [`Upstreams`] per server (shared), one [`Bridge`] per main daemon, one
 //! [`Session`] per client connection, [`Session::forward`] (or [`Session::relay`]) per request.
@@ -26,6 +27,7 @@ mod connect;
 pub mod error;
 pub mod forwarded;
 pub mod gzip;
+pub mod h1;
 pub mod hop;
 mod pool;
 pub mod proxy_protocol;

@@ -37,11 +37,7 @@ use crate::upstreams::Slot;
 /// Bytes read from the backend at a time, and the start size of a connection's buffer.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The largest response head accepted from a backend (hyper's client allows about as much).
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// Most fields in a backend's response head.
-const MAX_RESPONSE_FIELDS: usize = 128;
+use crate::h1::{MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS, MAX_RESPONSE_FIELDS, MAX_RESPONSE_HEAD};
 
 /// A request the relay can carry, as the front parsed it: origin-form HTTP/1.1, exactly one
 /// `Host`, no body, no `Expect`, no upgrade. The caller checks these.
@@ -134,6 +130,11 @@ pub(crate) fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<ResponseH
     let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
     let mut resp = httparse::Response::new(&mut storage);
     let len = match resp.parse(buf) {
+        // However it arrived (in one read or several), a head past the limit is refused, as
+        // hyper's client refuses it.
+        Ok(httparse::Status::Complete(n)) if n > MAX_RESPONSE_HEAD => {
+            return Err("response head too large".into())
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(format!("unparsable response head: {e}")),
@@ -260,9 +261,6 @@ enum Chunk {
     Done,
 }
 
-/// The longest chunk-size line (extensions included) or trailer line accepted.
-const MAX_CHUNK_LINE: usize = 8 * 1024;
-
 impl ChunkedEnd {
     /// Takes the next bytes of the body: `Ok(Some(n))` when it ends after the first `n` of them.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
@@ -288,8 +286,8 @@ impl ChunkedEnd {
                             .and_then(|s| s.checked_add(d))
                             .ok_or("chunk size overflow")?;
                         self.digits += 1;
-                        if self.digits > MAX_CHUNK_LINE {
-                            return Err("chunk size line too long");
+                        if self.digits > MAX_CHUNK_SIZE_DIGITS {
+                            return Err("chunk size has too many digits");
                         }
                     }
                     _ if self.digits == 0 => return Err("chunk size expected"),
@@ -1189,6 +1187,8 @@ mod tests {
             b"5\nhello\r\n0\r\n\r\n",
             b"5\r\nhelloX\r\n0\r\n\r\n",
             b"fffffffffffffffff\r\n",
+            // The limits every parser shares (h1): 16 digits, even zeros.
+            b"0000000000000005\r\nhello\r\n0\r\n\r\n",
             b"0\r\nX: y\n\r\n",
             b"0\r\n\rX",
         ] {

@@ -24,6 +24,7 @@ use std::task::{Context, Poll};
 use std::future::Future;
 use std::time::Duration;
 
+use khttpd_bridge::h1::{MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS, MAX_REQUEST_FIELDS};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -231,8 +232,10 @@ enum State {
     ChunkSize {
         digits: u8,
     },
-    /// Chunk extensions up to CR.
-    ChunkExt,
+    /// Chunk extensions up to CR; `line`: the chunk-size line's length so far.
+    ChunkExt {
+        line: u16,
+    },
     /// After the CR of a chunk-size line; `last` when the size was zero.
     ChunkSizeLf {
         last: bool,
@@ -389,14 +392,17 @@ impl Scanner {
                 }
                 State::ChunkSize { digits } => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        // More than 15 hex digits cannot be a real chunk and overflows some parsers.
-                        if digits >= 15 {
+                        if usize::from(digits) >= MAX_CHUNK_SIZE_DIGITS {
                             return self.poison(bytes, head_start.unwrap_or(i));
                         }
                         self.chunk_size = self.chunk_size << 4 | u64::from(hex(b));
                         self.state = State::ChunkSize { digits: digits + 1 };
                     }
-                    b';' | b' ' | b'\t' if digits > 0 => self.state = State::ChunkExt,
+                    b';' | b' ' | b'\t' if digits > 0 => {
+                        self.state = State::ChunkExt {
+                            line: u16::from(digits),
+                        }
+                    }
                     b'\r' if digits > 0 => {
                         self.state = State::ChunkSizeLf {
                             last: self.chunk_size == 0,
@@ -405,7 +411,7 @@ impl Scanner {
                     }
                     _ => return self.poison(bytes, head_start.unwrap_or(i)),
                 },
-                State::ChunkExt => match b {
+                State::ChunkExt { line } => match b {
                     b'\r' => {
                         self.state = State::ChunkSizeLf {
                             last: self.chunk_size == 0,
@@ -413,7 +419,10 @@ impl Scanner {
                         }
                     }
                     b'\n' => return self.poison(bytes, head_start.unwrap_or(i)),
-                    _ => {}
+                    _ if usize::from(line) >= MAX_CHUNK_LINE => {
+                        return self.poison(bytes, head_start.unwrap_or(i))
+                    }
+                    _ => self.state = State::ChunkExt { line: line + 1 },
                 },
                 State::ChunkSizeLf { last, size } => {
                     if b != b'\n' {
@@ -493,7 +502,7 @@ fn after_head(head: &[u8]) -> Result<(State, bool), ()> {
             (State::Head, false)
         });
     }
-    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_REQUEST_FIELDS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -660,6 +669,14 @@ mod tests {
         poisoned(
             b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\r\n",
         );
+        // The limits of every parser (khttpd_bridge::h1): 16 digits, even zeros, and a chunk-size
+        // line past 8 KiB of extensions.
+        poisoned(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000003\r\nabc\r\n0\r\n\r\n");
+        let mut long_ext =
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;".to_vec();
+        long_ext.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE));
+        long_ext.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+        poisoned(&long_ext);
         // In one read, the head itself is poisoned so the request never reaches a service.
         let (out, _) = run(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\n", 1000);
         assert_eq!(out[0], POISON);

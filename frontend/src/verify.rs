@@ -43,8 +43,8 @@ pub const OUTSIDER: SocketAddr = SocketAddr::new(
 /// the queue full stays with the backend until a later request asks again.
 pub const PENDING_MAX: u64 = 4096;
 
-/// Largest probe answer head read.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest probe answer head read: the same as any backend answer's.
+const MAX_HEAD: usize = khttpd_bridge::h1::MAX_RESPONSE_HEAD;
 
 /// How long a failed probe (timeout, refused, unparsable) keeps the URL with the backend before
 /// the next try, at most: long enough not to hammer a backend that is down.
@@ -532,9 +532,13 @@ pub struct Answer {
 impl Answer {
     /// Parses a complete head from `buf`; `None` until it is complete.
     pub fn parse(buf: &[u8]) -> std::io::Result<Option<Answer>> {
-        let mut storage = [httparse::EMPTY_HEADER; 128];
+        let mut storage = [httparse::EMPTY_HEADER; khttpd_bridge::h1::MAX_RESPONSE_FIELDS];
         let mut resp = httparse::Response::new(&mut storage);
         match resp.parse(buf) {
+            // However it arrived, a head past the limit every backend answer has is refused.
+            Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+                Err(std::io::Error::other("answer head too large"))
+            }
             Ok(httparse::Status::Complete(n)) => Ok(Some(Answer {
                 status: resp.code.unwrap_or(0),
                 fields: resp

@@ -85,6 +85,13 @@ impl Docroot {
             ("tiny.php", "<?php echo 'tiny';"),
             ("slow.php", "<?php usleep(300000); echo 'slow';"),
             (
+                "fields.php",
+                "<?php for ($i = 0; $i < (int)($_GET['n'] ?? 0); $i++) { header(\"X-F$i: v\"); }
+                $size = (int)($_GET['size'] ?? 0);
+                if ($size > 0) { header('X-Big: ' . str_repeat('a', $size)); }
+                echo 'ok';",
+            ),
+            (
                 "fixed.php",
                 "<?php header('X-App: fixed'); header('Cache-Control: no-store'); echo 'fixed page ', $_GET['n'] ?? '-';",
             ),
@@ -559,6 +566,33 @@ fn relay_and_hyper_client_share_one_pool() {
         "24 requests through the relay and hyper used {} backend connections",
         ports.len()
     );
+}
+
+/// Issue 14: the relay (GET) and hyper's client (POST) apply one set of limits to a backend's
+/// answer head (khttpd_bridge::h1): up to 100 fields and 64 KiB pass both ways, more is a 502
+/// both ways.
+#[test]
+fn both_ways_to_the_backend_take_the_same_heads() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(Proto::H1, &doc, a.addr, &[]);
+    for (query, want) in [
+        ("n=80", 200),
+        ("n=120", 502),
+        ("size=60000", 200),
+        ("size=70000", 502),
+    ] {
+        let path = format!("/fields.php?{query}");
+        let relayed = http::get(f.addr, &path);
+        let hyper = http::request(f.addr, "POST", &path, &[], b"x=1");
+        assert_eq!(
+            (relayed.status, hyper.status),
+            (want, want),
+            "{query}: relay {} / hyper {}",
+            relayed.raw_head.len(),
+            hyper.raw_head.len()
+        );
+    }
 }
 
 fn forwarded_headers_replace_a_spoofed_client_value(p: Proto) {
