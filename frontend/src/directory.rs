@@ -7,7 +7,7 @@ use std::path::Path;
 use http::header::{
     HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, VARY,
 };
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,11 +17,12 @@ use bytes::Bytes;
 use crate::body::Body;
 use crate::cache::{ListingFormat, ListingKey};
 use crate::config::Config;
+use crate::error::FrontError;
 use crate::fs::Meta;
 use crate::listing::{self, Entry};
-use crate::pages;
 use crate::route::ListingDir;
-use crate::static_file::{io_error_page, Cache};
+use crate::route::Reject;
+use crate::static_file::Cache;
 
 /// Reads at most `max` visible entries of `dir`, sorted directories first, and whether more were
 /// left out. Blocking.
@@ -104,13 +105,15 @@ pub async fn serve(
                 tokio::task::spawn_blocking(move || build(&path, &display, format, max)).await;
             let rendered = match built {
                 Ok(Ok(r)) => r,
-                Ok(Err(e)) => return io_error_page(&e),
-                Err(_) => {
-                    return pages::error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        pages::default_detail(StatusCode::INTERNAL_SERVER_ERROR),
-                    )
+                // A directory gone since routing is not there: 404 (a file is routed afresh).
+                Ok(Err(e)) => {
+                    return match FrontError::from(e) {
+                        FrontError::Stale => FrontError::Route(Reject::NotFound),
+                        other => other,
+                    }
+                    .page()
                 }
+                Err(_) => return FrontError::Internal("listing task").page(),
             };
             cache.put_listing(key, rendered.clone(), Instant::now());
             rendered

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HOST,
-    LOCATION, REFERER, RETRY_AFTER, SERVER, TRANSFER_ENCODING, USER_AGENT, VARY,
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HOST, LOCATION,
+    REFERER, SERVER, TRANSFER_ENCODING, USER_AGENT, VARY,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -17,12 +17,12 @@ use khttpd_bridge::Session;
 use crate::access_log::LogRecord;
 use crate::body::{Body, PendingLog};
 use crate::config::Config;
+use crate::error::FrontError;
 use crate::fs::RealFs;
 use crate::gzip_proxied;
 use crate::pages;
 use crate::route::{self, BackendReason, NoBackend, Route};
 use crate::state::Shared;
-use crate::static_file::Served;
 use crate::stats::{DaemonStats, RouteKind, Stage};
 use crate::verify::Target;
 use crate::{directory, static_file};
@@ -242,11 +242,7 @@ async fn userspace(
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(peer = %ctx.peer, error = %e, "request body refused");
-            let mut page = pages::error(e.status(), pages::default_detail(e.status()));
-            // Whatever is left of the body is not read: the connection cannot carry another request.
-            page.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-            return (RouteKind::Error, page);
+            return (RouteKind::Error, FrontError::from(e).page());
         }
     };
     let stage = ctx.stats.enter(Stage::Userspace);
@@ -275,12 +271,7 @@ async fn userspace(
         }
         Err(e) => {
             backend_failed(ctx, reason, &e);
-            let mut page = pages::error(e.status(), e.detail());
-            if let Some(secs) = e.retry_after() {
-                page.headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(secs));
-            }
-            (RouteKind::Error, page)
+            (RouteKind::Error, FrontError::from(e).page())
         }
     }
 }
@@ -391,11 +382,7 @@ async fn respond(
     generation: u64,
 ) -> (RouteKind, Response<Body>) {
     if let Some((status, detail)) = framing_error(req.version(), req.headers()) {
-        let mut r = pages::error(status, detail);
-        // The framing of whatever follows on this connection cannot be trusted either.
-        r.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        return (RouteKind::Error, r);
+        return (RouteKind::Error, FrontError::Framing(status, detail).page());
     }
     if cfg.redirect_https && !ctx.tls {
         if let Some(location) = https_location(&req, ctx) {
@@ -413,35 +400,48 @@ async fn respond(
     let route = if method == Method::GET || method == Method::HEAD {
         match routed(&req, ctx, &cfg, generation, true).await {
             Some(r) => r,
-            None => return (RouteKind::Error, internal()),
+            None => return (RouteKind::Error, FrontError::Internal("routing").page()),
         }
     } else {
         Arc::new(Route::Backend(route::BackendReason::Method))
     };
     let route = gate(route, &req, ctx, &cfg);
+    answer_route(route, req, ctx, &cfg, Some(generation)).await
+}
+
+/// Answers a request by its route. `reroute`: the verdict came from the cache, so a file found
+/// changed or gone is judged afresh (routing generation given) and answered by that verdict (the
+/// backend's, a 404, the new version); judged afresh already, it is 503.
+async fn answer_route(
+    route: Arc<Route>,
+    req: Request<Incoming>,
+    ctx: &ConnCtx,
+    cfg: &Arc<Config>,
+    reroute: Option<u64>,
+) -> (RouteKind, Response<Body>) {
+    let cfg = cfg.clone();
+    let method = req.method().clone();
     let headers = req.headers();
     // The verdict is shared with the cache; the rare routes that need it owned take a copy.
     match (*route).clone() {
         Route::Static(file) => {
             let guard = ctx.stats.enter(Stage::DataSending);
             let cache = &ctx.shared.cache;
-            let mut served = static_file::serve(&method, headers, file, &cfg, cache).await;
-            if let Served::Stale = served {
-                // The file changed since its verdict was cached: judge it afresh, once.
-                let again = Box::pin(routed(&req, ctx, &cfg, generation, false)).await;
-                served = match again.map(|r| gate(r, &req, ctx, &cfg)).as_deref() {
-                    Some(Route::Static(file)) => {
-                        static_file::serve(&method, headers, file.clone(), &cfg, cache).await
-                    }
-                    _ => Served::Stale,
-                };
-            }
+            let served = static_file::serve(&method, headers, file, &cfg, cache).await;
+            let served = match (served, reroute) {
+                (Err(FrontError::Stale), Some(generation)) => {
+                    drop(guard);
+                    let again = Box::pin(routed(&req, ctx, &cfg, generation, false)).await;
+                    return match again.map(|r| gate(r, &req, ctx, &cfg)) {
+                        Some(route) => Box::pin(answer_route(route, req, ctx, &cfg, None)).await,
+                        None => (RouteKind::Error, FrontError::Internal("routing").page()),
+                    };
+                }
+                (served, _) => served,
+            };
             let mut r = match served {
-                Served::Answer(r) => r,
-                Served::Stale => pages::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The file is changing; retry.",
-                ),
+                Ok(r) => r,
+                Err(e) => return (RouteKind::Error, e.page()),
             };
             apply_rules(&mut r, req.uri().path(), &cfg);
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))
@@ -466,18 +466,7 @@ async fn respond(
                 ),
             )
         }
-        Route::Reject(rej) => {
-            let status = rej.status();
-            if status == StatusCode::INTERNAL_SERVER_ERROR {
-                tracing::warn!(error = %rej, path = %req.uri().path(), "routing failed");
-            }
-            let detail = match &rej {
-                route::Reject::BadPath(e) => bad_path_detail(e),
-                route::Reject::Forbidden(why) => why,
-                _ => pages::default_detail(status),
-            };
-            (RouteKind::Error, pages::error(status, detail))
-        }
+        Route::Reject(rej) => (RouteKind::Error, FrontError::from(rej).page()),
         // Boxed, as are the other rare branches: the state of an await is kept inline in this
         // future, which every request's task carries (and moves), so the backend's would make
         // each static answer's task several KiB larger (measured under HTTP/2).
@@ -519,18 +508,6 @@ pub fn framing_error(version: Version, h: &HeaderMap) -> Option<(StatusCode, &'s
     None
 }
 
-fn bad_path_detail(e: &crate::path::PathError) -> &'static str {
-    use crate::path::PathError::*;
-    match e {
-        NotAbsolute => "The request path must start with /.",
-        BadEscape => "The request path has a malformed percent-encoding.",
-        Nul => "The request path contains a NUL byte.",
-        DotDot => "The request path contains a .. segment.",
-        Separator => "The request path contains an encoded slash or a backslash.",
-    }
-}
-
-/// 308 keeps the method and body (RFC 9110 §15.4.9), unlike 301.
 /// The operator's `--add-header` fields for a static answer or listing the front serves (not for
 /// its errors); a field set by a rule replaces the front's own of that name.
 fn apply_rules(resp: &mut Response<Body>, path: &str, cfg: &Config) {
@@ -589,19 +566,13 @@ fn https_location<B>(req: &Request<B>, ctx: &ConnCtx) -> Option<String> {
     })
 }
 
+/// 308 keeps the method and body (RFC 9110 §15.4.9), unlike 301.
 fn redirect(location: &str, detail: &'static str) -> Response<Body> {
     let mut r = pages::error(StatusCode::PERMANENT_REDIRECT, detail);
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(LOCATION, v);
     }
     r
-}
-
-fn internal() -> Response<Body> {
-    pages::error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        pages::default_detail(StatusCode::INTERNAL_SERVER_ERROR),
-    )
 }
 
 #[cfg(test)]

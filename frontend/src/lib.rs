@@ -27,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod directory;
+pub mod error;
 pub mod fast_path;
 pub mod fast_relay;
 pub mod fs;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::StatusCode;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -27,7 +26,6 @@ use crate::config::Config;
 use crate::fast_path::{self, Next};
 use crate::handler::{self, ConnCtx};
 use crate::head_guard::{HeadGuard, Timeouts};
-use crate::pages;
 use crate::state::Shared;
 use crate::stats::{DaemonStats, Stage};
 
@@ -325,10 +323,7 @@ fn service(
                 Ok(answer) => answer,
                 Err(_) => {
                     tracing::error!("panic while handling a request; answered 500");
-                    Ok(pages::error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        pages::default_detail(StatusCode::INTERNAL_SERVER_ERROR),
-                    ))
+                    Ok(crate::error::FrontError::Internal("panic").page())
                 }
             }
         }

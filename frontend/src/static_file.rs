@@ -8,7 +8,7 @@
 //!
 //! The file is opened with `O_NOFOLLOW | O_NONBLOCK` on the blocking pool and checked with `fstat`:
 //! a file swapped for a symlink, a FIFO or something with execute bits is never served, and a file
-//! that is no longer the version routing saw makes the request route again ([`Served::Stale`]).
+//! that is no longer the version routing saw makes the request route again ([`FrontError::Stale`]).
 
 use std::collections::hash_map::RandomState;
 use std::fs::{File, OpenOptions};
@@ -33,6 +33,7 @@ use crate::cache::{ContentCache, FileHead, FileKey, Representation};
 use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
 use crate::config::Config;
+use crate::error::FrontError;
 use crate::fs::{Kind, Meta};
 use crate::negotiate::Encoding;
 use crate::pages;
@@ -42,14 +43,6 @@ use crate::route::{Route, StaticFile};
 /// The cache as the front uses it: bodies, variants, listings and routing verdicts (shared, so a
 /// hit costs a reference count, not a copy of the paths).
 pub type Cache = ContentCache<Arc<Route>>;
-
-/// What serving a routed file came to.
-pub enum Served {
-    /// The answer.
-    Answer(Response<Body>),
-    /// The file is no longer the version routing saw: route again.
-    Stale,
-}
 
 /// The strong validator of a file version: inode, size and mtime with nanoseconds, so a file
 /// rewritten within the same second still gets a new tag.
@@ -127,7 +120,7 @@ pub async fn serve(
     file: StaticFile,
     cfg: &Arc<Config>,
     cache: &Arc<Cache>,
-) -> Served {
+) -> Result<Response<Body>, FrontError> {
     let len = file.meta.len;
     let base_tag = etag(&file.meta);
     let lm = last_modified(&file.meta);
@@ -159,8 +152,7 @@ pub async fn serve(
         .await
         {
             Ok(r) => r,
-            Err(e) if is_stale(&e) => return Served::Stale,
-            Err(e) => return Served::Answer(io_error_page(&e)),
+            Err(e) => return Err(e.into()),
         };
         (head_of(&rep, compressible), Source::Memory(rep.body))
     } else {
@@ -201,9 +193,9 @@ pub async fn serve(
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             head.validators(r.headers_mut(), cfg);
-            return Served::Answer(r);
+            return Ok(r);
         }
-        Precondition::Failed => return Served::Answer(error(StatusCode::PRECONDITION_FAILED)),
+        Precondition::Failed => return Ok(error(StatusCode::PRECONDITION_FAILED)),
     }
 
     // RFC 9110 §14.2: Range is defined for GET only; HEAD answers as a plain GET would. An empty
@@ -257,7 +249,7 @@ pub async fn serve(
                 CONTENT_RANGE,
                 value(&range::unsatisfied_content_range(body_len)),
             );
-            return Served::Answer(page);
+            return Ok(page);
         }
     };
     let total: u64 = plan
@@ -277,18 +269,17 @@ pub async fn serve(
         head.validators(h, cfg);
     }
     if *method == Method::HEAD {
-        return Served::Answer(r);
+        return Ok(r);
     }
     let body = match source {
         Source::Memory(bytes) => Body::full(assemble(&bytes, &plan)),
-        Source::Disk { path, meta } => match open_for_streaming(path, meta, cfg).await {
-            Ok(f) => Body::stream(Arc::new(f), plan, cfg.chunk_size),
-            Err(e) if is_stale(&e) => return Served::Stale,
-            Err(e) => return Served::Answer(io_error_page(&e)),
-        },
+        Source::Disk { path, meta } => {
+            let f = open_for_streaming(path, meta, cfg).await?;
+            Body::stream(Arc::new(f), plan, cfg.chunk_size)
+        }
     };
     *r.body_mut() = body;
-    Served::Answer(r)
+    Ok(r)
 }
 
 /// How far [`representation`] may go for a compressed variant.
@@ -304,7 +295,7 @@ pub enum Negotiate {
 
 /// The cached representation of a small file for an Accept-Encoding value (identity unless
 /// `negotiate` allows a variant): read once per file version, each encoding compressed (or taken
-/// from a sibling) once. A file that is no longer the routed version is an error [`is_stale`]
+/// from a sibling) once. A file that is no longer the routed version is an error [`FrontError`] takes for [`FrontError::Stale`]
 /// recognises.
 pub async fn representation(
     file: &StaticFile,
@@ -430,9 +421,10 @@ async fn open_for_streaming(path: PathBuf, meta: Meta, cfg: &Config) -> io::Resu
     }
 }
 
-/// Marks "not the version routing saw".
+/// Marks "not the version routing saw" inside the `io::Error` the blocking pool and the cache
+/// carry; [`FrontError`]'s conversion makes it [`FrontError::Stale`].
 #[derive(Debug)]
-struct StaleFile;
+pub(crate) struct StaleFile;
 
 impl std::fmt::Display for StaleFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -441,11 +433,6 @@ impl std::fmt::Display for StaleFile {
 }
 
 impl std::error::Error for StaleFile {}
-
-/// Whether an error means "not the version routing saw".
-pub fn is_stale(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<StaleFile>())
-}
 
 /// Opens the routed file without following a symlink or blocking on a FIFO, and checks it is still
 /// the servable regular file routing saw.
@@ -501,19 +488,6 @@ impl Sibling {
             && m.mtime >= self.mtime;
         ok.then_some((real, m.len))
     }
-}
-
-/// File-system errors become statuses in one place: gone → 404, refused → 403, the rest → 500.
-pub fn io_error_page(e: &io::Error) -> Response<Body> {
-    let status = match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StatusCode::NOT_FOUND,
-        io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-        _ => {
-            tracing::warn!(error = %e, "file system error while serving a static file");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    };
-    error(status)
 }
 
 /// A multipart boundary unlikely to occur in any file: 64 bits from a per-process random hasher and

@@ -595,6 +595,43 @@ fn both_ways_to_the_backend_take_the_same_heads() {
     }
 }
 
+/// Issue 14: a file deleted after its routing verdict was cached gets what a missing file gets,
+/// Apache's own answer, never its old bytes nor a 404 the front made up (the verification gate
+/// sees the file gone; a deletion after the gate is routed afresh by `FrontError::Stale`).
+#[test]
+fn a_file_deleted_after_routing_is_apaches_again() {
+    let doc = Docroot::new();
+    std::fs::write(doc.root().join("files/gone.txt"), "x".repeat(8192)).unwrap();
+    let a = apache(&doc, ApacheOptions::default());
+    // Larger than --cache-max-file: read from disk at each request; the verdict is kept 60 s.
+    let f = front(
+        Proto::H1,
+        &doc,
+        a.addr,
+        &[
+            "--route-header",
+            "--cache-max-file",
+            "4K",
+            "--cache-revalidate",
+            "60",
+        ],
+    );
+    let served = http::until_front_serves(f.addr, "/files/gone.txt", Duration::from_secs(5))
+        .expect("verified");
+    assert_eq!(served.body.len(), 8192);
+    std::fs::remove_file(doc.root().join("files/gone.txt")).unwrap();
+    let r = http::get(f.addr, "/files/gone.txt");
+    assert_eq!(
+        (r.status, r.header("x-khttpd-route")),
+        (404, Some("backend")),
+        "{}",
+        r.raw_head
+    );
+    assert!(a
+        .wait_for_log_line(" /files/gone.txt HTTP/", Duration::from_secs(5))
+        .is_some());
+}
+
 fn forwarded_headers_replace_a_spoofed_client_value(p: Proto) {
     let doc = Docroot::new();
     let a = apache(&doc, ApacheOptions::default());

@@ -1,0 +1,186 @@
+//! Everything that keeps the front from answering a request as asked, by who is to blame, and the
+//! one place where each becomes a status and a page ([`FrontError::page`]).
+//!
+//! The page's text is always one of our own static strings, never request data nor the cause
+//! (which names files and configuration: that goes to the log).
+
+use std::io;
+
+use http::header::{HeaderValue, CONNECTION, RETRY_AFTER};
+use http::{Response, StatusCode};
+use khttpd_bridge::BridgeError;
+
+use crate::body::Body;
+use crate::pages;
+use crate::route::Reject;
+use crate::upload::UploadError;
+
+/// Why the front answers with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    /// The client's head frames its body ambiguously or lacks a Host (400), or uses a transfer
+    /// coding we do not take (501): the connection cannot carry another request either.
+    #[error("request framing: {1}")]
+    Framing(StatusCode, &'static str),
+    /// Routing refused the path (the client's: 400, 403, 404, 414) or the file system failed
+    /// while routing (500).
+    #[error(transparent)]
+    Route(#[from] Reject),
+    /// The client's body: too large (413) or broken off (400); or its temporary file (500).
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// The backend's fault (502, 503, 504), or none configured.
+    #[error(transparent)]
+    Backend(#[from] BridgeError),
+    /// The file changed or went away between routing and answering, and again when routed
+    /// afresh (503: retry).
+    #[error("the file changed since it was routed")]
+    Stale,
+    /// The file system while answering (permission 403, anything else 500).
+    #[error("file system: {0}")]
+    Fs(io::Error),
+    /// A bug: a panic while handling the request (500).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl FrontError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FrontError::Framing(status, _) => *status,
+            FrontError::Route(r) => r.status(),
+            FrontError::Upload(u) => u.status(),
+            FrontError::Backend(b) => b.status(),
+            FrontError::Stale => StatusCode::SERVICE_UNAVAILABLE,
+            FrontError::Fs(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                StatusCode::FORBIDDEN
+            }
+            FrontError::Fs(_) | FrontError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The line the page shows: our own words, never the cause.
+    fn detail(&self) -> &'static str {
+        match self {
+            FrontError::Framing(_, why) => why,
+            FrontError::Route(Reject::BadPath(e)) => bad_path_detail(e),
+            FrontError::Route(Reject::Forbidden(why)) => why,
+            FrontError::Backend(b) => b.detail(),
+            FrontError::Stale => "The file is changing; retry.",
+            _ => pages::default_detail(self.status()),
+        }
+    }
+
+    /// The page for this error: its status, the page, and the fields its kind needs.
+    pub fn page(&self) -> Response<Body> {
+        let status = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::warn!(error = %self, "answered 500");
+        }
+        let mut page = pages::error(status, self.detail());
+        let h = page.headers_mut();
+        match self {
+            // What follows on this connection cannot be framed (an ambiguous head), or the
+            // rest of a refused body was never read.
+            FrontError::Framing(..) | FrontError::Upload(_) => {
+                h.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            FrontError::Backend(b) => {
+                if let Some(secs) = b.retry_after() {
+                    h.insert(RETRY_AFTER, HeaderValue::from(secs));
+                }
+            }
+            _ => {}
+        }
+        page
+    }
+}
+
+fn bad_path_detail(e: &crate::path::PathError) -> &'static str {
+    use crate::path::PathError::*;
+    match e {
+        NotAbsolute => "The request path must start with /.",
+        BadEscape => "The request path has a malformed percent-encoding.",
+        Nul => "The request path contains a NUL byte.",
+        DotDot => "The request path contains a .. segment.",
+        Separator => "The request path contains an encoded slash or a backslash.",
+    }
+}
+
+impl From<io::Error> for FrontError {
+    /// A file that is not the version routing saw, or no longer exists, is routed afresh; other
+    /// failures are the file system's.
+    fn from(e: io::Error) -> FrontError {
+        let stale = e
+            .get_ref()
+            .is_some_and(|inner| inner.is::<crate::static_file::StaleFile>())
+            || matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            );
+        if stale {
+            FrontError::Stale
+        } else {
+            FrontError::Fs(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_by_blame() {
+        let cases: Vec<(FrontError, u16)> = vec![
+            (FrontError::Framing(StatusCode::BAD_REQUEST, "x"), 400),
+            (FrontError::Route(Reject::NotFound), 404),
+            (FrontError::Route(Reject::PathTooLong), 414),
+            (FrontError::Upload(UploadError::TooLarge(1)), 413),
+            (FrontError::Backend(BridgeError::QueueFull), 503),
+            (FrontError::Stale, 503),
+            (
+                FrontError::from(io::Error::from(io::ErrorKind::PermissionDenied)),
+                403,
+            ),
+            (FrontError::from(io::Error::other("disk")), 500),
+            (FrontError::Internal("panic"), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.page().status().as_u16(), status, "{e}");
+        }
+        let busy = FrontError::Backend(BridgeError::QueueFull).page();
+        assert!(busy.headers().contains_key(RETRY_AFTER));
+        assert_eq!(
+            FrontError::Framing(StatusCode::NOT_IMPLEMENTED, "x")
+                .page()
+                .headers()[CONNECTION],
+            "close"
+        );
+    }
+
+    #[test]
+    fn a_file_gone_or_changed_is_routed_again() {
+        assert!(matches!(
+            FrontError::from(io::Error::from(io::ErrorKind::NotFound)),
+            FrontError::Stale
+        ));
+        assert!(matches!(
+            FrontError::from(io::Error::other(crate::static_file::StaleFile)),
+            FrontError::Stale
+        ));
+    }
+
+    #[test]
+    fn pages_never_show_the_cause() {
+        let e = FrontError::Fs(io::Error::other("/etc/secret/path failed"));
+        let page = e.page();
+        let Some(len) = page.headers().get(http::header::CONTENT_LENGTH) else {
+            panic!("no length");
+        };
+        assert!(len.to_str().is_ok());
+        assert!(!pages::error_html(e.status(), e.detail()).contains("/etc/secret"));
+    }
+}
