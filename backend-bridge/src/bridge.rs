@@ -17,7 +17,7 @@ use crate::forwarded::{self, Origin};
 use crate::hop::strip_hop_by_hop;
 use crate::pool::Pool;
 use crate::proxy_protocol;
-use crate::relay::RawConn;
+use crate::raw::RawConn;
 use crate::spool;
 use crate::tunnel;
 use crate::upstreams::{Slot, Upstreams};

@@ -1,6 +1,6 @@
 //! Opening one backend connection: TCP with `TCP_NODELAY`, the PROXY header if any, and hyper's
 //! HTTP/1.1 client handshake, its connection task spawned on the current runtime. A pooled
-//! connection is a plain stream ([`crate::relay::RawConn`]); the hyper client borrows one for an
+//! connection is a plain stream ([`crate::raw::RawConn`]); the hyper client borrows one for an
 //! exchange ([`lend`]) and gives it back, so the relay and hyper share one pool per backend.
 
 use std::net::SocketAddr;

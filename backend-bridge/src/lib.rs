@@ -7,8 +7,8 @@
 //! - shared backend state (slots, health, counters) across main daemons: [`upstreams`], the
 //!   choice of a backend (round-robin, cooldown): `balance`;
 //! - `upstream_request`: the head the backend sees, [`forwarded`] (with [`hop`]);
-//! - `connect`: per-daemon keep-alive pools (`pool`), new connections (`connect`) with an
-//!   optional [`proxy_protocol`] header;
+//! - `connect`: one per-daemon keep-alive pool (`pool`) of plain connections (`raw`), new
+//!   connections and hyper's client on them (`connect`) with an optional [`proxy_protocol`] header;
 //! - `send` and `upstream_response`: [`Session::forward`] in `bridge`, bodies streamed by
 //!   `body`, upgrades tunnelled by `tunnel`; answers read as fast as the backend writes them
 //!   and held for slow clients by `spool`; for plain GETs and HEADs the front has parsed
@@ -31,6 +31,7 @@ pub mod h1;
 pub mod hop;
 mod pool;
 pub mod proxy_protocol;
+mod raw;
 pub mod relay;
 mod spool;
 mod tunnel;

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 
 use crate::bridge::{Bridge, Session};
@@ -30,12 +29,9 @@ use crate::connect;
 use crate::error::{BridgeError, Phase};
 use crate::forwarded;
 use crate::hop::{connection_tokens, is_hop_by_hop};
-use crate::pool::Reusable;
+use crate::raw::{RawConn, ReadFailure};
 use crate::spool::{self, pump, Source, Spool, WriteSink};
 use crate::upstreams::Slot;
-
-/// Bytes read from the backend at a time, and the start size of a connection's buffer.
-const READ_CHUNK: usize = 16 * 1024;
 
 use crate::h1::{MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS, MAX_RESPONSE_FIELDS, MAX_RESPONSE_HEAD};
 
@@ -51,48 +47,6 @@ pub struct RelayRequest<'a> {
     pub fields: &'a [httparse::Header<'a>],
     /// The `X-Request-Id` the backend gets instead of any the client sent.
     pub request_id: Option<&'a str>,
-}
-
-/// A raw keep-alive connection to a backend and its read buffer.
-#[derive(Debug)]
-pub(crate) struct RawConn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl RawConn {
-    pub(crate) fn new(stream: TcpStream) -> RawConn {
-        RawConn {
-            stream,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-        }
-    }
-
-    /// The stream, for hyper's client to borrow (a pooled connection has nothing buffered).
-    pub(crate) fn into_stream(self) -> TcpStream {
-        self.stream
-    }
-
-    /// Reads more of the answer, within `deadline`.
-    async fn read_more(&mut self, deadline: Instant) -> Result<usize, ReadFailure> {
-        self.buf.reserve(READ_CHUNK);
-        match timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(ReadFailure::Io(e)),
-            Err(_) => Err(ReadFailure::Timeout),
-        }
-    }
-}
-
-impl Reusable for RawConn {
-    fn alive(&self) -> bool {
-        self.buf.is_empty() && crate::pool::socket_is_quiet(&socket2::SockRef::from(&self.stream))
-    }
-}
-
-enum ReadFailure {
-    Io(io::Error),
-    Timeout,
 }
 
 /// How the body of an answer is delimited (RFC 9112 §6.3).

@@ -74,10 +74,8 @@ async fn answer(
         *r.status_mut() = status;
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-        r.headers_mut().insert(
-            SERVER,
-            HeaderValue::from_static(crate::handler::SERVER_NAME),
-        );
+        r.headers_mut()
+            .insert(SERVER, HeaderValue::from_static(crate::wire::SERVER_NAME));
         r
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {

@@ -108,13 +108,24 @@ fn bad_path_detail(e: &crate::path::PathError) -> &'static str {
     }
 }
 
+/// Marks "not the version routing saw" inside the `io::Error` the blocking pool and the cache
+/// carry; the conversion below makes it [`FrontError::Stale`].
+#[derive(Debug)]
+pub(crate) struct StaleFile;
+
+impl std::fmt::Display for StaleFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("file changed since it was routed")
+    }
+}
+
+impl std::error::Error for StaleFile {}
+
 impl From<io::Error> for FrontError {
     /// A file that is not the version routing saw, or no longer exists, is routed afresh; other
     /// failures are the file system's.
     fn from(e: io::Error) -> FrontError {
-        let stale = e
-            .get_ref()
-            .is_some_and(|inner| inner.is::<crate::static_file::StaleFile>())
+        let stale = e.get_ref().is_some_and(|inner| inner.is::<StaleFile>())
             || matches!(
                 e.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
@@ -168,7 +179,7 @@ mod tests {
             FrontError::Stale
         ));
         assert!(matches!(
-            FrontError::from(io::Error::other(crate::static_file::StaleFile)),
+            FrontError::from(io::Error::other(StaleFile)),
             FrontError::Stale
         ));
     }

@@ -30,7 +30,7 @@ use crate::cache::FileKey;
 use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
 use crate::fast_relay::{self, RelayPlan};
-use crate::handler::{path_of, route_afresh, ConnCtx, SERVER_NAME};
+use crate::handler::{path_of, route_afresh, ConnCtx};
 use crate::head_guard::HeadGuard;
 use crate::negotiate::Encoding;
 use crate::route::{BackendReason, Route};
@@ -38,13 +38,11 @@ use crate::static_file;
 use crate::stats::{RouteKind, Stage};
 use crate::stream::ClientStream;
 use crate::verify::Target;
+use crate::wire::{front_fields, http_date, MAX_FIELDS};
 use khttpd_bridge::relay::write_both;
 
 /// Bodies up to this size are copied behind the head for one `write`; larger ones go by `writev`.
 const COPY_BODY: usize = 16 * 1024;
-
-/// Most header fields the fast path looks at; a head with more goes to hyper.
-pub(crate) const MAX_FIELDS: usize = 48;
 
 /// Where the connection goes after the fast path.
 pub enum Next<T> {
@@ -713,24 +711,6 @@ fn open_cached(key: &FileKey, path: &std::path::Path) -> Option<Arc<File>> {
     })
 }
 
-/// The front's own fields on every answer the fast path writes (hyper's answers get the same in
-/// `handler::handle`): `Server`, `X-Khttpd-Route` when asked for, HSTS over TLS when configured.
-pub(crate) fn front_fields(out: &mut Vec<u8>, cfg: &crate::Config, route: &str, tls: bool) {
-    let mut field = |name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
-    field(b"server", SERVER_NAME.as_bytes());
-    if cfg.route_header {
-        field(b"x-khttpd-route", route.as_bytes());
-    }
-    if let Some(hsts) = cfg.hsts.as_ref().filter(|_| tls) {
-        field(b"strict-transport-security", hsts.as_bytes());
-    }
-}
-
 /// Writes a whole answer through the stream; over TLS the records are flushed to the socket.
 async fn write_out<S: ClientStream>(io: &mut HeadGuard<S>, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
@@ -845,29 +825,6 @@ fn is_selection(name: &[u8]) -> bool {
     FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
 }
 
-/// Today's `Date` value, formatted once a second per thread.
-pub(crate) fn http_date(out: &mut Vec<u8>) {
-    use std::cell::RefCell;
-    thread_local! {
-        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
-    }
-    let now = SystemTime::now();
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.0 != secs {
-            let text = httpdate::fmt_http_date(now);
-            if text.len() == 29 {
-                d.1.copy_from_slice(text.as_bytes());
-            }
-            d.0 = secs;
-        }
-        out.extend_from_slice(&d.1);
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -894,14 +851,6 @@ mod tests {
                 "{f}"
             );
         }
-    }
-
-    #[test]
-    fn date_is_imf_fixdate() {
-        let mut out = Vec::new();
-        http_date(&mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(httpdate::parse_http_date(&text).is_ok(), "{text}");
     }
 
     #[tokio::test]

@@ -15,7 +15,6 @@ use tokio::net::TcpStream;
 
 use crate::access_log::LogRecord;
 use crate::config::Config;
-use crate::fast_path::{http_date, MAX_FIELDS};
 use crate::gzip_proxied::{self, AnswerHead};
 use crate::handler::{backend_failed, ConnCtx};
 use crate::head_guard::HeadGuard;
@@ -23,6 +22,7 @@ use crate::pages;
 use crate::route::BackendReason;
 use crate::stats::{RouteKind, Stage};
 use crate::stream::ClientStream;
+use crate::wire::{front_fields, http_date, MAX_FIELDS};
 
 /// A request the fast path hands to the relay.
 pub struct RelayPlan {
@@ -269,8 +269,8 @@ fn error_page(
 }
 
 /// The front's own fields and the end of the head.
-fn ours(out: &mut Vec<u8>, cfg: &Config, route: &str, close: bool, dated: bool, tls: bool) {
-    crate::fast_path::front_fields(out, cfg, route, tls);
+fn ours(out: &mut Vec<u8>, cfg: &Config, route: &'static str, close: bool, dated: bool, tls: bool) {
+    front_fields(out, cfg, route, tls);
     if close {
         field(out, b"connection", b"close");
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HOST, LOCATION,
-    REFERER, SERVER, TRANSFER_ENCODING, USER_AGENT, VARY,
+    REFERER, TRANSFER_ENCODING, USER_AGENT, VARY,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -52,9 +52,6 @@ impl std::fmt::Debug for ConnCtx {
     }
 }
 
-/// The `Server` header of every response.
-pub const SERVER_NAME: &str = "khttpd-front";
-
 /// The hyper service: never fails; every problem becomes a status.
 pub async fn handle(
     req: Request<Incoming>,
@@ -90,17 +87,8 @@ pub async fn handle(
         ctx.stats.upstream_head.observe(up.head_time);
     }
     let h = resp.headers_mut();
-    h.insert(SERVER, HeaderValue::from_static(SERVER_NAME));
-    if ctx.tls {
-        if let Some(hsts) = &runtime.config.hsts {
-            h.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-        }
-    }
-    if runtime.config.route_header {
-        h.insert(
-            HeaderName::from_static("x-khttpd-route"),
-            HeaderValue::from_static(route_name(kind)),
-        );
+    for (name, value) in crate::wire::own_fields(&runtime.config, route_name(kind), ctx.tls) {
+        h.insert(name, value);
     }
     if let Some(mut record) = record {
         record.status = status;

@@ -39,6 +39,7 @@ pub mod knobs;
 pub mod latency;
 pub mod listing;
 pub mod manager;
+pub mod maxconnect;
 pub mod negotiate;
 pub mod pages;
 pub mod path;
@@ -55,5 +56,6 @@ pub mod stream;
 pub mod tls;
 pub mod upload;
 pub mod verify;
+pub mod wire;
 
 pub use config::{Args, Config};

@@ -7,7 +7,6 @@
 
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use crate::config::Config;
 use crate::fast_path::{self, Next};
 use crate::handler::{self, ConnCtx};
 use crate::head_guard::{HeadGuard, Timeouts};
+use crate::maxconnect::Slot;
 use crate::state::Shared;
 use crate::stats::{DaemonStats, Stage};
 
@@ -35,35 +35,6 @@ Content-Length: 43\r\nRetry-After: 1\r\nConnection: close\r\n\r\nToo many connec
 
 /// How long a turned-away client gets to read the 503 before the socket closes.
 const BUSY_LINGER: Duration = Duration::from_secs(1);
-
-/// Connections open over all main daemons, for maxconnect: one atomic at accept and close only.
-#[derive(Debug, Default)]
-pub struct OpenConnections(AtomicUsize);
-
-impl OpenConnections {
-    /// Takes a slot unless `max` are open.
-    fn try_acquire(self: &Arc<Self>, max: usize) -> Option<Slot> {
-        if self.0.fetch_add(1, Ordering::AcqRel) >= max {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Slot(self.clone()))
-    }
-
-    /// Connections open now.
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// One open connection's share of maxconnect.
-struct Slot(Arc<OpenConnections>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// How long the accept loop pauses after EMFILE and similar errors instead of spinning on them.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

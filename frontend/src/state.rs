@@ -14,7 +14,7 @@ use khttpd_bridge::Upstreams;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
-use crate::server::OpenConnections;
+use crate::maxconnect::OpenConnections;
 use crate::static_file::Cache;
 use crate::stats::DaemonStats;
 

@@ -33,7 +33,7 @@ use crate::cache::{ContentCache, FileHead, FileKey, Representation};
 use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
 use crate::config::Config;
-use crate::error::FrontError;
+use crate::error::{FrontError, StaleFile};
 use crate::fs::{Kind, Meta};
 use crate::negotiate::Encoding;
 use crate::pages;
@@ -420,19 +420,6 @@ async fn open_for_streaming(path: PathBuf, meta: Meta, cfg: &Config) -> io::Resu
         Err(e) => Err(io::Error::other(e)),
     }
 }
-
-/// Marks "not the version routing saw" inside the `io::Error` the blocking pool and the cache
-/// carry; [`FrontError`]'s conversion makes it [`FrontError::Stale`].
-#[derive(Debug)]
-pub(crate) struct StaleFile;
-
-impl std::fmt::Display for StaleFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("file changed since it was routed")
-    }
-}
-
-impl std::error::Error for StaleFile {}
 
 /// Opens the routed file without following a symlink or blocking on a FIFO, and checks it is still
 /// the servable regular file routing saw.

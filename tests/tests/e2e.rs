@@ -38,6 +38,8 @@ mod compression;
 mod control;
 #[path = "e2e/docker.rs"]
 mod docker;
+#[path = "e2e/layout.rs"]
+mod layout;
 #[path = "e2e/limits.rs"]
 mod limits;
 #[path = "e2e/logging.rs"]

@@ -658,20 +658,26 @@ fn http2_floods_are_cut_off() {
         }
     }
     let mut sent_bytes = 0usize;
+    let started = std::time::Instant::now();
     while sent_bytes < 64 << 20 {
         if !h2.send(&frame(9, 0, 1, &junk)) {
             break;
         }
         sent_bytes += junk.len();
     }
+    let cut_after = started.elapsed();
     let frames = h2.finish();
     assert!(
         sent_bytes < 64 << 20,
         "the server read a 64 MiB header block"
     );
+    // Cut off: a GOAWAY or a reset stream, or (when the close reset the socket before those
+    // were read, as under load) the connection ended long before the pipe's 30 s life.
     assert!(
-        goaway(&frames).is_some() || frames.iter().any(|f| f.0 == 3),
-        "frames: {:?}",
+        goaway(&frames).is_some()
+            || frames.iter().any(|f| f.0 == 3)
+            || cut_after < Duration::from_secs(20),
+        "after {cut_after:?}, frames: {:?}",
         frames.iter().map(|f| f.0).collect::<Vec<_>>()
     );
     healthy("CONTINUATION flood");

@@ -1,0 +1,112 @@
+//! The HTTP/1.1 pieces both encoders of the front's answers share: the raw bytes of the fast path,
+//! the relay and the busy and error pages, and the `http::Response` hyper writes (HTTP/1.1 and
+//! HTTP/2). Request parsing limits are `khttpd_bridge::h1`'s.
+
+use std::time::SystemTime;
+
+use http::header::{HeaderName, HeaderValue, SERVER, STRICT_TRANSPORT_SECURITY};
+
+use crate::config::Config;
+
+/// The `Server` field of every answer.
+pub const SERVER_NAME: &str = "khttpd-front";
+
+/// Most header fields the fast path reads into its stack array; a head with more goes to hyper
+/// (whose limit is `khttpd_bridge::h1::MAX_REQUEST_FIELDS`).
+pub(crate) const MAX_FIELDS: usize = 48;
+
+const ROUTE: HeaderName = HeaderName::from_static("x-khttpd-route");
+
+/// The front's own fields on every answer, whichever encoder writes it: `Server`,
+/// `X-Khttpd-Route` when asked for (`route`: static, backend or error), HSTS over TLS when
+/// configured. The one list: [`front_fields`] writes it as bytes, the hyper handler inserts it.
+pub(crate) fn own_fields<'a>(
+    cfg: &'a Config,
+    route: &'static str,
+    tls: bool,
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'a {
+    let server = Some((SERVER, HeaderValue::from_static(SERVER_NAME)));
+    let route = cfg
+        .route_header
+        .then(|| (ROUTE, HeaderValue::from_static(route)));
+    let hsts = cfg
+        .hsts
+        .as_ref()
+        .filter(|_| tls)
+        .map(|v| (STRICT_TRANSPORT_SECURITY, v.clone()));
+    server.into_iter().chain(route).chain(hsts)
+}
+
+/// [`own_fields`] as HTTP/1.1 header lines.
+pub(crate) fn front_fields(out: &mut Vec<u8>, cfg: &Config, route: &'static str, tls: bool) {
+    for (name, value) in own_fields(cfg, route, tls) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Today's `Date` value, formatted once a second per thread.
+pub(crate) fn http_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                d.1.copy_from_slice(text.as_bytes());
+            }
+            d.0 = secs;
+        }
+        out.extend_from_slice(&d.1);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_is_imf_fixdate() {
+        let mut out = Vec::new();
+        http_date(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(httpdate::parse_http_date(&text).is_ok(), "{text}");
+    }
+
+    #[test]
+    fn both_encoders_write_the_same_fields() {
+        use clap::Parser;
+        let root = std::env::temp_dir();
+        let args = crate::config::Args::try_parse_from([
+            "khttpd-front",
+            "--root",
+            root.to_str().unwrap(),
+            "--route-header",
+            "--hsts",
+            "60",
+        ])
+        .unwrap();
+        let cfg = Config::try_from(args).unwrap();
+        let mut bytes = Vec::new();
+        front_fields(&mut bytes, &cfg, "static", true);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "server: khttpd-front\r\nx-khttpd-route: static\r\nstrict-transport-security: max-age=60\r\n"
+        );
+        let mut bytes = Vec::new();
+        front_fields(&mut bytes, &cfg, "error", false);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "server: khttpd-front\r\nx-khttpd-route: error\r\n"
+        );
+    }
+}
