@@ -67,6 +67,8 @@ pub struct PendingLog {
     pub log: Arc<AccessLog>,
     /// When the request started.
     pub started: std::time::Instant,
+    /// What the answer came to (its bytes counted as they are sent).
+    pub(crate) outcome: crate::finish::Outcome,
 }
 
 /// The body of every response the front produces.
@@ -82,13 +84,13 @@ impl Drop for Body {
     fn drop(&mut self) {
         if let Some(p) = self.log.take() {
             let PendingLog {
-                mut record,
+                record,
                 log,
                 started,
+                mut outcome,
             } = *p;
-            record.bytes = self.sent;
-            record.duration = started.elapsed();
-            log.log(record);
+            outcome.bytes = self.sent;
+            crate::finish::log(&log, record, &outcome, started);
         }
     }
 }

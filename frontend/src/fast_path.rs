@@ -30,6 +30,7 @@ use crate::cache::FileKey;
 use crate::compress;
 use crate::conditional::{self, Conditions, Precondition, Validators};
 use crate::fast_relay::{self, RelayPlan};
+use crate::finish::{self, finish};
 use crate::handler::{path_of, route_afresh, ConnCtx};
 use crate::head_guard::HeadGuard;
 use crate::negotiate::Encoding;
@@ -260,14 +261,15 @@ pub async fn serve<S: ClientStream>(
             }
         };
         drop(stage);
-        ctx.stats
-            .count(RouteKind::Static, answer.status, answer.body.len() as u64);
-        ctx.stats.observe(RouteKind::Static, started.elapsed());
-        if let Some(mut record) = answer.log {
-            record.bytes = answer.body.len() as u64;
-            record.duration = started.elapsed();
-            ctx.shared.access_log.log(record);
-        }
+        let outcome =
+            finish::Outcome::new(RouteKind::Static, answer.status, answer.body.len() as u64);
+        finish(
+            &ctx.stats,
+            &ctx.shared.access_log,
+            answer.log,
+            &outcome,
+            started,
+        );
         served += 1;
         if sent.is_err() {
             return Next::Closed;

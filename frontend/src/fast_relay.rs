@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::access_log::LogRecord;
 use crate::config::Config;
+use crate::finish::{finish, Outcome};
 use crate::gzip_proxied::{self, AnswerHead};
 use crate::handler::{backend_failed, ConnCtx};
 use crate::head_guard::HeadGuard;
@@ -148,24 +149,18 @@ pub async fn serve(
         }
     };
     drop(stage);
-    ctx.stats.count(kind, status, bytes);
-    ctx.stats.observe(kind, plan.started.elapsed());
-    if let Some(up) = upstream {
-        ctx.stats.upstream_head.observe(up.head_time);
-    }
-    if let Some(mut record) = plan.log {
-        record.status = status;
-        record.bytes = bytes;
-        record.route = match kind {
-            RouteKind::Backend => "backend",
-            _ => "error",
-        };
-        record.duration = plan.started.elapsed();
-        record.request_id = Some(id);
-        record.upstream = upstream.map(|u| u.addr);
-        record.upstream_time = upstream.map(|u| u.head_time);
-        ctx.shared.access_log.log(record);
-    }
+    let outcome = Outcome {
+        upstream,
+        request_id: Some(id),
+        ..Outcome::new(kind, status, bytes)
+    };
+    finish(
+        &ctx.stats,
+        &ctx.shared.access_log,
+        plan.log,
+        &outcome,
+        plan.started,
+    );
     keep
 }
 

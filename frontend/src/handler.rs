@@ -18,6 +18,7 @@ use crate::access_log::LogRecord;
 use crate::body::{Body, PendingLog};
 use crate::config::Config;
 use crate::error::FrontError;
+use crate::finish::{self, route_name, Outcome};
 use crate::fs::RealFs;
 use crate::gzip_proxied;
 use crate::pages;
@@ -75,35 +76,33 @@ pub async fn handle(
         resp = resp.map(|_| Body::empty());
     }
     let status = resp.status().as_u16();
-    let len = resp
+    // Counted when the head goes out, with the length it announces; logged when the body is done
+    // (Body's drop), with the bytes sent.
+    let announced = resp
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    ctx.stats.count(kind, status, len);
-    ctx.stats.observe(kind, started.elapsed());
-    if let Some(up) = resp.extensions().get::<khttpd_bridge::Upstream>() {
-        ctx.stats.upstream_head.observe(up.head_time);
-    }
+    let outcome = Outcome {
+        upstream: resp.extensions().get::<khttpd_bridge::Upstream>().copied(),
+        request_id: resp
+            .extensions()
+            .get::<SentId>()
+            .map(|SentId(id)| id.clone()),
+        ..Outcome::new(kind, status, announced)
+    };
+    finish::count(&ctx.stats, &outcome, started.elapsed());
     let h = resp.headers_mut();
     for (name, value) in crate::wire::own_fields(&runtime.config, route_name(kind), ctx.tls) {
         h.insert(name, value);
     }
-    if let Some(mut record) = record {
-        record.status = status;
-        record.route = route_name(kind);
-        if let Some(up) = resp.extensions().get::<khttpd_bridge::Upstream>() {
-            record.upstream = Some(up.addr);
-            record.upstream_time = Some(up.head_time);
-        }
-        if let Some(SentId(id)) = resp.extensions().get::<SentId>() {
-            record.request_id = Some(id.clone());
-        }
+    if let Some(record) = record {
         let pending = PendingLog {
             record,
             log: log.clone(),
             started,
+            outcome,
         };
         resp = resp.map(|b| b.with_log(pending));
     }
@@ -297,14 +296,6 @@ pub fn backend_failed(ctx: &ConnCtx, reason: BackendReason, e: &khttpd_bridge::B
         .backend_errors
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::warn!(peer = %ctx.peer, reason = reason.as_str(), kind = e.kind(), error = %e, "backend failed");
-}
-
-fn route_name(kind: RouteKind) -> &'static str {
-    match kind {
-        RouteKind::Static => "static",
-        RouteKind::Backend => "backend",
-        RouteKind::Error => "error",
-    }
 }
 
 fn log_record(req: &Request<Incoming>, peer: SocketAddr, cfg: &Config) -> LogRecord {

@@ -30,6 +30,7 @@ pub mod directory;
 pub mod error;
 pub mod fast_path;
 pub mod fast_relay;
+pub mod finish;
 pub mod fs;
 pub mod gzip_proxied;
 pub mod handler;

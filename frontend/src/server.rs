@@ -23,6 +23,7 @@ use khttpd_bridge::{Bridge, ClientInfo, ProxyProtocol, Session};
 
 use crate::config::Config;
 use crate::fast_path::{self, Next};
+use crate::finish::{finish, Outcome};
 use crate::handler::{self, ConnCtx};
 use crate::head_guard::{HeadGuard, Timeouts};
 use crate::maxconnect::Slot;
@@ -384,25 +385,24 @@ fn refused_head(e: &hyper::Error) -> Option<u16> {
 /// probes and attacks show up in the access log (with `-` for what could not be read) as in
 /// Apache's and nginx's.
 fn log_refused(ctx: &ConnCtx, status: u16) {
-    ctx.stats.count(crate::stats::RouteKind::Error, status, 0);
     let log = &ctx.shared.access_log;
-    if log.enabled() {
-        log.log(crate::access_log::LogRecord {
-            client: ctx.peer.ip(),
-            time: std::time::SystemTime::now(),
-            method: String::new(),
-            target: String::new(),
-            version: "",
-            status,
-            bytes: 0,
-            referer: None,
-            user_agent: None,
-            duration: Duration::ZERO,
-            route: "error",
-            host: None,
-            request_id: None,
-            upstream: None,
-            upstream_time: None,
-        });
-    }
+    let record = log.enabled().then(|| crate::access_log::LogRecord {
+        client: ctx.peer.ip(),
+        time: std::time::SystemTime::now(),
+        method: String::new(),
+        target: String::new(),
+        version: "",
+        status,
+        bytes: 0,
+        referer: None,
+        user_agent: None,
+        duration: Duration::ZERO,
+        route: "error",
+        host: None,
+        request_id: None,
+        upstream: None,
+        upstream_time: None,
+    });
+    let outcome = Outcome::new(crate::stats::RouteKind::Error, status, 0);
+    finish(&ctx.stats, log, record, &outcome, std::time::Instant::now());
 }
