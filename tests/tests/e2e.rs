@@ -36,6 +36,8 @@ mod backend;
 mod compression;
 #[path = "e2e/control.rs"]
 mod control;
+#[path = "e2e/differential.rs"]
+mod differential;
 #[path = "e2e/docker.rs"]
 mod docker;
 #[path = "e2e/layout.rs"]
