@@ -45,6 +45,12 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_KEY", value_delimiter = ',')]
     pub key: Vec<PathBuf>,
 
+    /// A directory of certificates for HTTPS, read at start and at each reload: certbot's layout
+    /// (NAME/fullchain.pem with NAME/privkey.pem, as /etc/letsencrypt/live has them) and NAME.pem
+    /// or NAME.crt with NAME.key side by side; added after any --cert, in name order.
+    #[arg(long, env = "KHTTPD_CERT_DIR")]
+    pub cert_dir: Option<PathBuf>,
+
     /// DER OCSP response to staple for the --cert at the same position (nginx's ssl_stapling_file);
     /// repeatable. Refresh it (openssl ocsp -respout, certbot hooks) and reload.
     #[arg(long, env = "KHTTPD_OCSP", value_delimiter = ',')]
@@ -722,13 +728,36 @@ impl TryFrom<Args> for Config {
             temp_dir: temp_dir.clone(),
         };
         let tls = match a.tls_port {
-            Some(port) => Some(Arc::new(
-                crate::tls::Tls::load(SocketAddr::new(a.bind, port), &a.cert, &a.key, &a.ocsp)
-                    .map_err(|e| ConfigError(e.to_string()))?,
-            )),
-            None if !a.cert.is_empty() || !a.key.is_empty() || !a.ocsp.is_empty() => {
+            Some(port) => {
+                let (mut certs, mut keys) = (a.cert.clone(), a.key.clone());
+                // Paired by position, so the flags must pair up before the directory's join.
+                if let (Some(_), true) = (&a.cert_dir, certs.len() != keys.len()) {
+                    return Err(ConfigError(format!(
+                        "{} --cert and {} --key: give one key per certificate, in the same order",
+                        certs.len(),
+                        keys.len()
+                    )));
+                }
+                if let Some(dir) = &a.cert_dir {
+                    let found =
+                        crate::tls::cert_dir(dir).map_err(|e| ConfigError(e.to_string()))?;
+                    for (cert, key) in found {
+                        certs.push(cert);
+                        keys.push(key);
+                    }
+                }
+                Some(Arc::new(
+                    crate::tls::Tls::load(SocketAddr::new(a.bind, port), &certs, &keys, &a.ocsp)
+                        .map_err(|e| ConfigError(e.to_string()))?,
+                ))
+            }
+            None if !a.cert.is_empty()
+                || !a.key.is_empty()
+                || !a.ocsp.is_empty()
+                || a.cert_dir.is_some() =>
+            {
                 return Err(ConfigError(
-                    "--cert and --key need --tls-port (e.g. --tls-port 443)".into(),
+                    "--cert, --key and --cert-dir need --tls-port (e.g. --tls-port 443)".into(),
                 ))
             }
             None => None,

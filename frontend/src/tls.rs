@@ -38,6 +38,39 @@ pub struct Tls {
     pub warnings: Vec<String>,
 }
 
+/// The certificate and key pairs of a `--cert-dir`, in name order: certbot's layout
+/// (`NAME/fullchain.pem` with `NAME/privkey.pem`) and `NAME.pem` or `NAME.crt` with `NAME.key`.
+/// Entries that are neither (certbot's `README`, a half-written pair) are skipped; a directory
+/// with no pair at all is refused.
+pub fn cert_dir(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, TlsError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| TlsError(format!("--cert-dir {}: {e}", dir.display())))?;
+    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    names.sort();
+    let mut pairs = Vec::new();
+    for path in names {
+        if path.is_dir() {
+            let (cert, key) = (path.join("fullchain.pem"), path.join("privkey.pem"));
+            if cert.is_file() && key.is_file() {
+                pairs.push((cert, key));
+            }
+            continue;
+        }
+        let is_cert = path.extension().is_some_and(|x| x == "pem" || x == "crt");
+        let key = path.with_extension("key");
+        if is_cert && key.is_file() {
+            pairs.push((path, key));
+        }
+    }
+    if pairs.is_empty() {
+        return Err(TlsError(format!(
+            "--cert-dir {}: no certificate found (NAME/fullchain.pem with NAME/privkey.pem, or NAME.pem with NAME.key)",
+            dir.display()
+        )));
+    }
+    Ok(pairs)
+}
+
 /// A certificate or key that cannot be used, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -803,11 +803,20 @@ fn sample_config_loads_with_every_key_and_matches_the_unit() {
     let pem = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     khttpd_tests::proto::certificate_at(&pem, &key, &["localhost"]);
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(live.join("example.org")).unwrap();
+    khttpd_tests::proto::certificate_at(
+        &live.join("example.org/fullchain.pem"),
+        &live.join("example.org/privkey.pem"),
+        &["example.org"],
+    );
     args.extend([
         "--cert",
         pem.to_str().unwrap(),
         "--key",
         key.to_str().unwrap(),
+        "--cert-dir",
+        live.to_str().unwrap(),
     ]);
     args.extend(["--tls-port", "0"]);
     let me = current_user();

@@ -257,6 +257,67 @@ fn s_client(addr: SocketAddr, args: &[&str], stdin: &str) -> String {
     )
 }
 
+/// `--cert-dir`: certbot's layout and NAME.pem/NAME.key pairs, chosen by SNI; a site added to the
+/// directory is served after `khttpd-ctl reload`; a directory without any pair is refused.
+#[test]
+fn certificates_from_a_directory_by_sni_and_reload() {
+    let dir = TempDir::new().unwrap();
+    let live = dir.path().join("live");
+    for name in ["alpha.test", "beta.test"] {
+        std::fs::create_dir_all(live.join(name)).unwrap();
+        khttpd_tests::proto::certificate_at(
+            &live.join(name).join("fullchain.pem"),
+            &live.join(name).join("privkey.pem"),
+            &[name],
+        );
+    }
+    certificate(&live, "gamma", &["gamma.test"]);
+    // Certbot's README and an unpaired file are skipped.
+    std::fs::write(live.join("README"), "certbot").unwrap();
+    std::fs::write(live.join("lonely.pem"), "x").unwrap();
+    let (f, tls) = front_tls(&["--cert-dir", live.to_str().unwrap()]);
+    for name in ["alpha.test", "beta.test", "gamma.test"] {
+        let out = s_client(tls, &["-servername", name], "");
+        assert!(
+            out.contains(&format!("subject=CN = {name}")),
+            "{name}: {out}"
+        );
+    }
+    let out = s_client(tls, &["-servername", "other.test"], "");
+    assert!(
+        out.contains("subject=CN = alpha.test"),
+        "the first in name order is the default: {out}"
+    );
+    // A new site, then a reload.
+    std::fs::create_dir_all(live.join("delta.test")).unwrap();
+    khttpd_tests::proto::certificate_at(
+        &live.join("delta.test/fullchain.pem"),
+        &live.join("delta.test/privkey.pem"),
+        &["delta.test"],
+    );
+    let (code, out, err) = f.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = s_client(tls, &["-servername", "delta.test"], "");
+    assert!(out.contains("subject=CN = delta.test"), "{out}");
+
+    let empty = TempDir::new().unwrap();
+    let www = khttpd_tests::repo_root().join("www");
+    match Front::try_start(&[
+        "--root",
+        www.to_str().unwrap(),
+        "--tls-port",
+        "0",
+        "--cert-dir",
+        empty.path().to_str().unwrap(),
+    ]) {
+        Ok(_) => panic!("an empty --cert-dir was accepted"),
+        Err((code, err)) => assert!(
+            code == Some(64) && err.contains("--cert-dir") && err.contains("no certificate"),
+            "{err}"
+        ),
+    }
+}
+
 /// ALPN, certificates chosen by SNI, TLS 1.2 and 1.3 only, and session resumption.
 #[test]
 fn alpn_sni_versions_and_resumption() {
