@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -32,12 +32,14 @@ const FILE_MODE: u32 = 0o640;
 const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogFormat {
     /// Apache's combined format, read by goaccess, awstats and fail2ban.
     Combined,
     /// One JSON object per line.
     Json,
+    /// A template with nginx's variables (`$remote_addr "$request" $status …`).
+    Template(Arc<crate::log_template::Template>),
 }
 
 impl FromStr for LogFormat {
@@ -47,17 +49,23 @@ impl FromStr for LogFormat {
         match s.trim().to_ascii_lowercase().as_str() {
             "combined" => Ok(LogFormat::Combined),
             "json" => Ok(LogFormat::Json),
-            _ => Err(format!("expected combined or json, got {s:?}")),
+            _ if s.contains('$') => {
+                crate::log_template::Template::parse(s).map(|t| LogFormat::Template(Arc::new(t)))
+            }
+            _ => Err(format!(
+                "expected combined, json or a template with $variables, got {s:?}"
+            )),
         }
     }
 }
 
 impl fmt::Display for LogFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogFormat::Combined => "combined",
-            LogFormat::Json => "json",
-        })
+        match self {
+            LogFormat::Combined => f.write_str("combined"),
+            LogFormat::Json => f.write_str("json"),
+            LogFormat::Template(t) => t.fmt(f),
+        }
     }
 }
 
@@ -214,7 +222,7 @@ fn nonempty(s: &str) -> &str {
 /// become `\xHH`, so a line is one line of ASCII whose quoted fields never contain a `"`.
 /// Apache's `\"` looks similar but breaks the `"([^"]*)"` patterns that goaccess, awstats and
 /// fail2ban use, so one client-chosen quote in a User-Agent would hide the line from them.
-fn push_escaped(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in s.as_bytes() {
         match b {
@@ -272,7 +280,7 @@ fn civil_time(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
 }
 
 /// Apache's `%t` body in UTC: `22/Nov/2026:02:31:50 +0000`.
-fn push_clf_time(out: &mut Vec<u8>, t: SystemTime) {
+pub(crate) fn push_clf_time(out: &mut Vec<u8>, t: SystemTime) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -282,7 +290,7 @@ fn push_clf_time(out: &mut Vec<u8>, t: SystemTime) {
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-11-22T02:31:50.123Z`.
-fn iso_time(t: SystemTime) -> String {
+pub(crate) fn iso_time(t: SystemTime) -> String {
     let (secs, ms) = unix_time(t);
     let (y, mo, d, h, mi, s) = civil_time(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
@@ -363,7 +371,7 @@ struct Control {
 struct Shared {
     /// False when the target is off or the log is stopping: `log` then does nothing.
     enabled: AtomicBool,
-    format: AtomicU8,
+    format: arc_swap::ArcSwap<LogFormat>,
     queued: AtomicU64,
     taken: AtomicU64,
     written: AtomicU64,
@@ -376,13 +384,6 @@ struct Shared {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data stays consistent even if a holder panicked: every update is one assignment.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn format_code(f: LogFormat) -> u8 {
-    match f {
-        LogFormat::Combined => 0,
-        LogFormat::Json => 1,
-    }
 }
 
 /// The logging stage: a bounded queue in front of one writer thread.
@@ -418,7 +419,7 @@ impl AccessLog {
         let (tx, rx) = mpsc::sync_channel(queue_len);
         let shared = Arc::new(Shared {
             enabled: AtomicBool::new(target != LogTarget::Off),
-            format: AtomicU8::new(format_code(format)),
+            format: arc_swap::ArcSwap::from_pointee(format),
             queued: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             written: AtomicU64::new(0),
@@ -493,7 +494,7 @@ impl AccessLog {
 
     /// Switches the line format from the next batch on.
     pub fn set_format(&self, f: LogFormat) {
-        self.shared.format.store(format_code(f), Relaxed);
+        self.shared.format.store(Arc::new(f));
     }
 
     /// The current target.
@@ -503,10 +504,7 @@ impl AccessLog {
 
     /// The current format.
     pub fn format(&self) -> LogFormat {
-        match self.shared.format.load(Relaxed) {
-            0 => LogFormat::Combined,
-            _ => LogFormat::Json,
-        }
+        LogFormat::clone(&self.shared.format.load())
     }
 
     /// The counters and the queue depth.
@@ -625,12 +623,12 @@ impl Writer {
             return;
         }
         buf.clear();
-        let json = self.shared.format.load(Relaxed) == format_code(LogFormat::Json);
+        let format = self.shared.format.load();
         for r in batch.drain(..) {
-            if json {
-                format_json(&r, buf);
-            } else {
-                format_combined(&r, buf);
+            match &**format {
+                LogFormat::Combined => format_combined(&r, buf),
+                LogFormat::Json => format_json(&r, buf),
+                LogFormat::Template(t) => t.write(&r, buf),
             }
         }
         match self.output.write(buf) {

@@ -357,7 +357,8 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_ACCESS_LOG", default_value = "off")]
     pub access_log: String,
 
-    /// Access log format: `combined` (Apache's, read by goaccess, awstats and fail2ban) or `json`.
+    /// Access log format: `combined` (Apache's, read by goaccess, awstats and fail2ban), `json`, or a
+    /// template with nginx's variables, e.g. '$remote_addr "$request" $status $request_time'.
     #[arg(long, env = "KHTTPD_LOG_FORMAT", default_value = "combined")]
     pub log_format: String,
 

@@ -80,8 +80,12 @@ const SAMPLES: usize = 11;
 
 /// Runs the server until `unload` or SIGTERM/SIGINT. Prints `listening on ADDR` once listening.
 pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartError> {
-    let log = AccessLog::start(config.access_log.clone(), config.log_format, args.log_queue)
-        .map_err(StartError::AccessLog)?;
+    let log = AccessLog::start(
+        config.access_log.clone(),
+        config.log_format.clone(),
+        args.log_queue,
+    )
+    .map_err(StartError::AccessLog)?;
     let threads = config.threads;
     let listen = config.listen;
     let tls_listen = config.tls.as_ref().map(|t| t.addr);
@@ -476,7 +480,7 @@ impl Manager {
             log.set_target(config.access_log.clone())
                 .map_err(|e| format!("access log {}: {e}", config.access_log))?;
         }
-        log.set_format(config.log_format);
+        log.set_format(config.log_format.clone());
         if let Some(tls) = &config.tls {
             tls.log_warnings();
         }

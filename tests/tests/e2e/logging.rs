@@ -355,3 +355,62 @@ fn json_lines_follow_a_request_into_the_backend() {
     let r = http::get(f.addr, "/plain.txt");
     assert_eq!(r.status, 200);
 }
+
+/// Issue 17: `--log-format` takes a template with nginx's variables, escaped as the combined
+/// format is (a client cannot forge a line); an unknown variable refuses the start, and
+/// `khttpd-ctl set log_format` switches to another template at run time.
+#[test]
+fn templates_with_nginx_variables() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let template = r#"$remote_addr "$request" $status $body_bytes_sent "$http_user_agent" $request_time $khttpd_route ${host}"#;
+    let f = Front::start(&[
+        "--root",
+        site.root_arg(),
+        "--access-log",
+        log.to_str().unwrap(),
+        "--log-format",
+        template,
+    ]);
+    http::get(f.addr, "/alphabet.txt");
+    http::request(
+        f.addr,
+        "GET",
+        "/missing",
+        &[("User-Agent", "evil\" 200 0 \"x")],
+        b"",
+    );
+    let got = lines(&log, 2);
+    let re = Regex::new(
+        r#"^127\.0\.0\.1 "GET /alphabet\.txt HTTP/1\.1" 200 26 "-" \d+\.\d{3} static 127\.0\.0\.1$"#,
+    )
+    .unwrap();
+    assert!(re.is_match(&got[0]), "{}", got[0]);
+    assert!(
+        got[1].contains(r#" 404 "#) && got[1].contains(r#""evil\x22 200 0 \x22x""#),
+        "{}",
+        got[1]
+    );
+    let (code, out, _) = f.ctl(&["get", "log_format"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("$remote_addr"), "{out}");
+    let (code, out, err) = f.ctl(&["set", "log_format", "$status $request_uri"]);
+    assert_eq!(code, 0, "{out}{err}");
+    http::get(f.addr, "/alphabet.txt?x=1");
+    let got = lines(&log, 3);
+    assert_eq!(got[2], "200 /alphabet.txt?x=1");
+
+    match Front::try_start(&[
+        "--root",
+        site.root_arg(),
+        "--log-format",
+        "$remote_addr $nope",
+    ]) {
+        Ok(_) => panic!("an unknown variable was accepted"),
+        Err((code, err)) => assert!(
+            code == Some(64) && err.contains("$nope") && err.contains("--log-format"),
+            "{err}"
+        ),
+    }
+}
