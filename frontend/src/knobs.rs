@@ -295,6 +295,17 @@ fn file_words(path: &Path, given: &clap::ArgMatches) -> Result<Vec<OsString>, Lo
                 path.display()
             )));
         }
+        if id == "headers" {
+            if !matches!(
+                given.value_source("add_header"),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                words.extend(header_tables(value).map_err(|e| {
+                    LoadError::File(format!("config file {}: {e}", path.display()))
+                })?);
+            }
+            continue;
+        }
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_id() == id.as_str() && a.get_long().is_some())
@@ -363,6 +374,67 @@ fn file_words(path: &Path, given: &clap::ArgMatches) -> Result<Vec<OsString>, Lo
     Ok(words)
 }
 
+/// `[[headers]]` tables as `--add-header` words: `path` (a glob such as `/assets/*`, an extension
+/// pattern such as `*.html`, or a list of them) and `set` (a table of field names and values, or a
+/// list of `Name: value` lines), nginx's `add_header` by location:
+///
+/// ```toml
+/// [[headers]]
+/// path = "/assets/*"
+/// set = { Cache-Control = "public, max-age=31536000, immutable" }
+/// ```
+fn header_tables(value: &toml::Value) -> Result<Vec<OsString>, String> {
+    let tables = value
+        .as_array()
+        .filter(|a| a.iter().all(toml::Value::is_table))
+        .ok_or("headers: expected [[headers]] tables with path and set")?;
+    let mut words = Vec::new();
+    for (i, t) in tables.iter().filter_map(toml::Value::as_table).enumerate() {
+        let at = |what: &str| format!("[[headers]] number {}: {what}", i + 1);
+        if let Some(k) = t.keys().find(|k| *k != "path" && *k != "set") {
+            return Err(at(&format!("unknown key {k:?} (path and set are known)")));
+        }
+        let paths: Vec<&str> = match t.get("path") {
+            Some(toml::Value::String(p)) => vec![p.as_str()],
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| at("path must be strings")))
+                .collect::<Result<_, _>>()?,
+            _ => {
+                return Err(at(
+                    "path (a glob such as \"/assets/*\" or \"*.html\") is missing",
+                ))
+            }
+        };
+        let lines: Vec<String> = match t.get("set") {
+            Some(toml::Value::Table(fields)) => fields
+                .iter()
+                .map(|(name, v)| {
+                    v.as_str()
+                        .map(|v| format!("{name}: {v}"))
+                        .ok_or_else(|| at(&format!("set: the value of {name} must be a string")))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| at("set must be \"Name: value\" strings"))
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(at("set (fields and values) is missing")),
+        };
+        for path in &paths {
+            for line in &lines {
+                words.push("--add-header".into());
+                words.push(format!("{path}={line}").into());
+            }
+        }
+    }
+    Ok(words)
+}
+
 /// The config file named by the command line, for messages.
 pub fn config_path(args: &Args) -> Option<PathBuf> {
     args.config.clone()
@@ -402,6 +474,66 @@ mod tests {
         assert_eq!(cfg.backends.len(), 2);
         assert_eq!(args.port, 1234, "the flag wins over the file");
         assert_eq!(cfg.header_timeout, std::time::Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn header_tables_become_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("khttpd.toml");
+        std::fs::write(
+            &file,
+            r#"maxconnect = 77
+
+[[headers]]
+path = "/assets/*"
+set = { Cache-Control = "public, max-age=31536000, immutable" }
+
+[[headers]]
+path = ["*.html", "*.htm"]
+set = ["X-Frame-Options: SAMEORIGIN", "X-Content-Type-Options: nosniff"]
+"#,
+        )
+        .unwrap();
+        let (_, cfg) = settings(dir.path(), &["--config", file.to_str().unwrap()])
+            .load()
+            .unwrap();
+        let fields = |path: &str| -> Vec<String> {
+            crate::header_rules::effective(&cfg.header_rules, path)
+                .iter()
+                .map(|r| format!("{}: {}", r.name(), r.value().to_str().unwrap()))
+                .collect()
+        };
+        assert_eq!(
+            fields("/assets/app.js"),
+            ["cache-control: public, max-age=31536000, immutable"]
+        );
+        assert_eq!(
+            fields("/a/b.htm"),
+            [
+                "x-frame-options: SAMEORIGIN",
+                "x-content-type-options: nosniff"
+            ]
+        );
+        assert!(fields("/a.txt").is_empty());
+        for (text, needle) in [
+            ("[[headers]]\nset = [\"X: y\"]\n", "path"),
+            ("[[headers]]\npath = \"/x\"\n", "set"),
+            (
+                "[[headers]]\npath = \"/x\"\nset = [\"X: y\"]\nwhere = 1\n",
+                "unknown key",
+            ),
+            (
+                "[[headers]]\npath = \"/x\"\nset = { Content-Length = \"1\" }\n",
+                "add-header",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = settings(dir.path(), &["--config", file.to_str().unwrap()])
+                .load()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 
     #[test]

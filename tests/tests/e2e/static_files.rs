@@ -595,3 +595,43 @@ fn add_header_rules_by_path(p: Proto) {
         }
     }
 }
+
+/// Issue 17: `[[headers]]` tables in the config file are `--add-header` rules, on the fast path
+/// and through hyper alike.
+#[test]
+fn header_tables_in_the_config_file() {
+    let www = khttpd_tests::repo_root().join("www");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("khttpd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"root = "{}"
+
+[[headers]]
+path = "/assets/*"
+set = {{ Cache-Control = "public, max-age=31536000, immutable" }}
+
+[[headers]]
+path = "*.html"
+set = ["X-Frame-Options: SAMEORIGIN"]
+"#,
+            www.display()
+        ),
+    )
+    .unwrap();
+    let f = Front::start(&["--config", file.to_str().unwrap()]);
+    let mut c = Conn::open(f.addr);
+    for _ in 0..3 {
+        let r = c.request("GET", "/assets/style.css", &[], b"");
+        assert_eq!(
+            r.headers_all("cache-control"),
+            ["public, max-age=31536000, immutable"],
+            "{}",
+            r.raw_head
+        );
+        let r = c.request("GET", "/index.html", &[], b"");
+        assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+        assert_eq!(r.headers_all("cache-control"), ["no-cache"]);
+    }
+}
