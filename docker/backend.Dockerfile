@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# The backend: the official php:8-apache image (Apache 2.4, prefork, mod_php),
+# The backend: the official php:8.3-apache-bookworm image (Apache 2.4, prefork, mod_php; the
+# version pinned, the same Debian release as the front's image),
 # set up as khttpd-front's userspace backend. Build context = docker/:
 #   docker build -f docker/backend.Dockerfile -t khttpd-backend docker
 #
@@ -8,7 +9,7 @@
 # end-to-end tests Include (tests/src/apache.rs), so the tests exercise these
 # settings. apache/docker.conf holds only what the tests generate on their own:
 # the port, the DocumentRoot, the trusted proxies, the log.
-FROM php:8-apache
+FROM php:8.3-apache-bookworm
 
 # 8080, as on a host where khttpd-front owns port 80. The image's default site
 # (port 80, /var/www/html) and its %h-based per-vhost log are switched off; our

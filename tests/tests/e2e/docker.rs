@@ -284,6 +284,28 @@ fn front_dockerfile_builds_deps_once_and_runs_unprivileged() {
         "built with the rust image: {}",
         stages[0][0].1
     );
+    // Issue 17: base images pinned to versions, the toolchain no older than the workspace needs.
+    let arg = |name: &str| {
+        Regex::new(&format!(r"(?m)^ARG {name}=(\S+)$"))
+            .unwrap()
+            .captures(&text)
+            .map(|c| c[1].to_owned())
+            .unwrap_or_else(|| panic!("ARG {name} with a default"))
+    };
+    let rust = arg("RUST_VERSION");
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap()).collect() };
+    assert_eq!(
+        version(&rust).len(),
+        2,
+        "RUST_VERSION pinned to 1.NN: {rust}"
+    );
+    let msrv = Regex::new(r#"(?m)^rust-version = "([0-9.]+)""#)
+        .unwrap()
+        .captures(&read("Cargo.toml"))
+        .map(|c| c[1].to_owned())
+        .expect("rust-version");
+    assert!(version(&rust) >= version(&msrv), "{rust} < {msrv}");
+    assert_eq!(arg("DEBIAN_RELEASE"), "bookworm");
     let runtime = stages.last().unwrap();
     let base = &runtime[0].1;
     assert!(
@@ -359,7 +381,7 @@ fn backend_image_is_configured_by_the_file_the_harness_includes() {
     let stages = stages(&text);
     assert_eq!(stages.len(), 1);
     let stage = &stages[0];
-    assert_eq!(stage[0].1, "php:8-apache");
+    assert_eq!(stage[0].1, "php:8.3-apache-bookworm", "a pinned version");
     let runs = args_of(stage, "RUN").join("\n");
     let enmod = runs
         .split("a2enmod")
