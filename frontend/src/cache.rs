@@ -165,6 +165,8 @@ pub struct ListingKey {
     pub format: ListingFormat,
     /// The request path shown in the page (two URLs may reach one directory).
     pub display: String,
+    /// The column and direction it is sorted by.
+    pub order: crate::listing::Order,
 }
 
 impl ListingKey {
@@ -176,6 +178,7 @@ impl ListingKey {
             mtime: meta.mtime,
             format,
             display: display.to_owned(),
+            order: crate::listing::Order::default(),
         }
     }
 }
@@ -1120,6 +1123,7 @@ mod tests {
                 ino: i,
                 mtime: UNIX_EPOCH,
                 format: ListingFormat::Html,
+                order: crate::listing::Order::default(),
                 display: format!("/dir{i}/"),
             };
             c.put_listing(lk, text(8 << 10), Instant::now());

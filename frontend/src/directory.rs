@@ -1,13 +1,15 @@
 //! DataSending for a directory listing: read the directory on the blocking pool, render with
-//! [`crate::listing`], answer HTML or JSON by the Accept header.
+//! [`crate::listing`], answer HTML or JSON (by `?format=json` or the Accept header), sorted as the
+//! query asks, with an ETag of the rendered bytes so a listing revalidates (304).
 
 use std::io;
 use std::path::Path;
 
 use http::header::{
-    HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, VARY,
+    HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, VARY,
 };
-use http::{Method, Response};
+use http::{Method, Response, StatusCode};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,12 +65,19 @@ pub fn read_entries(dir: &Path, max: usize) -> io::Result<(Vec<Entry>, bool)> {
 
 /// Reads and renders a listing: blocking, and for a large directory long, so it runs on the
 /// blocking pool, never on a main daemon's thread.
-fn build(dir: &Path, display: &str, format: ListingFormat, max: usize) -> io::Result<Bytes> {
-    let (entries, more) = read_entries(dir, max)?;
+fn build(
+    dir: &Path,
+    display: &str,
+    format: ListingFormat,
+    order: listing::Order,
+    max: usize,
+) -> io::Result<Bytes> {
+    let (mut entries, more) = read_entries(dir, max)?;
+    listing::sort_by(&mut entries, order);
     Ok(Bytes::from(match format {
         ListingFormat::Json => listing::render_json(&entries),
         ListingFormat::Html => {
-            let mut html = listing::render_html(display, &entries);
+            let mut html = listing::render_html_sorted(display, &entries, order);
             if more {
                 let note = format!(
                     "<p class=\"note\">This directory has more entries; only {max} are listed \
@@ -86,23 +95,33 @@ fn build(dir: &Path, display: &str, format: ListingFormat, max: usize) -> io::Re
 pub async fn serve(
     method: &Method,
     headers: &HeaderMap,
+    query: Option<&str>,
     dir: ListingDir,
     cfg: &Config,
     cache: &Arc<Cache>,
 ) -> Response<Body> {
-    let json = listing::wants_json(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
+    let asked_json = query
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| p == "format=json");
+    let json = asked_json || listing::wants_json(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     let (format, ctype) = if json {
         (ListingFormat::Json, "application/json; charset=utf-8")
     } else {
         (ListingFormat::Html, "text/html; charset=utf-8")
     };
-    let key = ListingKey::of(&dir.meta, format, &dir.display);
+    let order = listing::Order::from_query(query);
+    let key = ListingKey {
+        order,
+        ..ListingKey::of(&dir.meta, format, &dir.display)
+    };
     let text = match cache.listing(&key, Instant::now()) {
         Some(t) => t,
         None => {
             let (path, display, max) = (dir.path.clone(), dir.display.clone(), cfg.listing_max);
             let built =
-                tokio::task::spawn_blocking(move || build(&path, &display, format, max)).await;
+                tokio::task::spawn_blocking(move || build(&path, &display, format, order, max))
+                    .await;
             let rendered = match built {
                 Ok(Ok(r)) => r,
                 // A directory gone since routing is not there: 404 (a file is routed afresh).
@@ -119,19 +138,47 @@ pub async fn serve(
             rendered
         }
     };
+    // The entries' sizes and times change without the directory's own mtime, so the validator is
+    // the page itself: a hash of the bytes, which the cache keeps for `--cache-revalidate`.
+    let tag = etag_of(&text);
     let mut r = Response::new(Body::empty());
+    let not_modified = headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == tag
+        });
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     // The representation depends on Accept, so caches must key on it.
     h.insert(VARY, HeaderValue::from_static("Accept"));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(ETAG, v);
+    }
     if let Some(cc) = &cfg.cache_control_value {
         h.insert(CACHE_CONTROL, cc.clone());
     }
+    if not_modified {
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        return r;
+    }
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     if *method != Method::HEAD {
         *r.body_mut() = Body::full(text);
     }
     r
+}
+
+/// A strong validator of a rendered listing: 64 bits of SipHash over its bytes.
+fn etag_of(text: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("\"l-{:016x}\"", h.finish())
 }
 
 #[cfg(test)]
@@ -150,11 +197,25 @@ mod tests {
         assert_eq!((entries.len(), more), (7, false));
         let (entries, more) = read_entries(dir.path(), 3).unwrap();
         assert_eq!((entries.len(), more), (3, true));
-        let html = build(dir.path(), "/d/", ListingFormat::Html, 3).unwrap();
+        let html = build(
+            dir.path(),
+            "/d/",
+            ListingFormat::Html,
+            listing::Order::default(),
+            3,
+        )
+        .unwrap();
         let html = std::str::from_utf8(&html).unwrap();
         assert!(html.contains("only 3 are listed"), "{html}");
         assert!(html.trim_end().ends_with("</html>"));
-        let json = build(dir.path(), "/d/", ListingFormat::Json, 3).unwrap();
+        let json = build(
+            dir.path(),
+            "/d/",
+            ListingFormat::Json,
+            listing::Order::default(),
+            3,
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 3);
     }

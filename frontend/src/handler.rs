@@ -427,7 +427,8 @@ async fn answer_route(
         }
         Route::Listing(dir) => {
             let guard = ctx.stats.enter(Stage::DataSending);
-            let listing = directory::serve(&method, headers, dir, &cfg, &ctx.shared.cache);
+            let query = req.uri().query();
+            let listing = directory::serve(&method, headers, query, dir, &cfg, &ctx.shared.cache);
             let mut r = Box::pin(listing).await;
             apply_rules(&mut r, req.uri().path(), &cfg);
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))

@@ -42,13 +42,105 @@ pub fn visible(name: &OsStr) -> bool {
     matches!(name.as_bytes().first(), Some(&b) if b != b'.')
 }
 
-/// Directories first, then by name (byte order of the name).
+/// The column a listing is sorted by (`?sort=name|size|time`, as lighttpd's and Caddy's
+/// listings take it), and whether in descending order (`?order=desc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Order {
+    pub by: SortBy,
+    pub descending: bool,
+}
+
+/// A listing's sort column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SortBy {
+    #[default]
+    Name,
+    Size,
+    Time,
+}
+
+impl Order {
+    /// From a request's query: `sort` and `order`; anything else (or nothing) is by name,
+    /// ascending.
+    pub fn from_query(query: Option<&str>) -> Order {
+        let mut o = Order::default();
+        for pair in query.unwrap_or_default().split('&') {
+            match pair.split_once('=') {
+                Some(("sort", "size")) => o.by = SortBy::Size,
+                Some(("sort", "time")) => o.by = SortBy::Time,
+                Some(("order", "desc")) => o.descending = true,
+                _ => {}
+            }
+        }
+        o
+    }
+
+    fn query(self) -> &'static str {
+        match (self.by, self.descending) {
+            (SortBy::Name, false) => "?sort=name&amp;order=asc",
+            (SortBy::Name, true) => "?sort=name&amp;order=desc",
+            (SortBy::Size, false) => "?sort=size&amp;order=asc",
+            (SortBy::Size, true) => "?sort=size&amp;order=desc",
+            (SortBy::Time, false) => "?sort=time&amp;order=asc",
+            (SortBy::Time, true) => "?sort=time&amp;order=desc",
+        }
+    }
+}
+
+/// Directories first, then by name as people read names: case-insensitively, numbers by value
+/// (`file2` before `file10`); equal names by their bytes.
 pub fn sort(entries: &mut [Entry]) {
+    sort_by(entries, Order::default());
+}
+
+/// [`sort`] by another column, or in descending order (directories stay first).
+pub fn sort_by(entries: &mut [Entry], order: Order) {
     entries.sort_by(|a, b| {
+        let by = match order.by {
+            SortBy::Name => Ordering::Equal,
+            SortBy::Size => a.size.cmp(&b.size),
+            SortBy::Time => a.mtime.cmp(&b.mtime),
+        }
+        .then_with(|| natural_cmp(a.name.as_bytes(), b.name.as_bytes()));
         b.is_dir
             .cmp(&a.is_dir)
-            .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
+            .then(if order.descending { by.reverse() } else { by })
     });
+}
+
+/// Case-insensitive order with runs of digits compared by value, then byte order for a tie.
+pub fn natural_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let run = |s: &[u8], mut k: usize| {
+                while k < s.len() && s[k] == b'0' {
+                    k += 1;
+                }
+                let start = k;
+                while k < s.len() && s[k].is_ascii_digit() {
+                    k += 1;
+                }
+                (start, k)
+            };
+            let ((sa, ea), (sb, eb)) = (run(a, i), run(b, j));
+            let by_value = (ea - sa)
+                .cmp(&(eb - sb))
+                .then_with(|| a[sa..ea].cmp(&b[sb..eb]));
+            if by_value != Ordering::Equal {
+                return by_value;
+            }
+            (i, j) = (ea, eb);
+            continue;
+        }
+        let (x, y) = (a[i].to_ascii_lowercase(), b[j].to_ascii_lowercase());
+        if x != y {
+            return x.cmp(&y);
+        }
+        i += 1;
+        j += 1;
+    }
+    (a.len() - i).cmp(&(b.len() - j)).then_with(|| a.cmp(b))
 }
 
 /// RFC 9110 §12.5.1: true when the Accept header prefers application/json over text/html (q-values honoured; `*/*` alone → false; absent → false; application/json with q=0 → false).
@@ -157,6 +249,12 @@ fn quality_for(ranges: &[MediaRange], kind: &str, subtype: &str) -> u16 {
 ///
 /// Links are relative, so the page must be served at a URL ending in `/`.
 pub fn render_html(path: &str, entries: &[Entry]) -> String {
+    render_html_sorted(path, entries, Order::default())
+}
+
+/// [`render_html`] for entries sorted by `order`: each column's heading links to its sort,
+/// the current column's to the other direction.
+pub fn render_html_sorted(path: &str, entries: &[Entry], order: Order) -> String {
     let title = html_escape(path);
     let mut out = String::with_capacity(512 + entries.len() * 160);
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -164,15 +262,37 @@ pub fn render_html(path: &str, entries: &[Entry]) -> String {
     // fmt::Write into a String cannot fail, so the results are ignored.
     let _ = writeln!(out, "<title>Index of {title}</title>");
     out.push_str(
-        "<style>body{font-family:system-ui,sans-serif;margin:2em}\
+        "<meta name=\"color-scheme\" content=\"light dark\">\n\
+         <style>:root{color-scheme:light dark}\
+         body{font-family:system-ui,sans-serif;margin:2em}\
          table{border-collapse:collapse}\
          th,td{padding:.2em 1em;text-align:left}\
-         td.s{text-align:right}\
-         tr:nth-child(even){background:#f4f4f4}</style>\n",
+         td.s{text-align:right}th a{color:inherit}\
+         tr:nth-child(even){background:#f4f4f4}\
+         @media (prefers-color-scheme:dark){body{background:#16181c;color:#e4e6eb}\
+         a{color:#8ab4f8}tr:nth-child(even){background:#22252b}}</style>\n",
     );
     out.push_str("</head>\n<body>\n");
     let _ = writeln!(out, "<h1>Index of {title}</h1>");
-    out.push_str("<table>\n<thead><tr><th>Name</th><th>Size</th><th>Last modified</th></tr></thead>\n<tbody>\n");
+    let heading = |by: SortBy, label: &str| {
+        let next = Order {
+            by,
+            descending: order.by == by && !order.descending,
+        };
+        let mark = match (order.by == by, order.descending) {
+            (false, _) => "",
+            (true, false) => " \u{2191}",
+            (true, true) => " \u{2193}",
+        };
+        format!("<th><a href=\"{}\">{label}{mark}</a></th>", next.query())
+    };
+    let _ = writeln!(
+        out,
+        "<table>\n<thead><tr>{}{}{}</tr></thead>\n<tbody>",
+        heading(SortBy::Name, "Name"),
+        heading(SortBy::Size, "Size"),
+        heading(SortBy::Time, "Last modified")
+    );
     if path != "/" {
         out.push_str("<tr><td><a href=\"../\">../</a></td><td class=\"s\">-</td><td></td></tr>\n");
     }
@@ -188,7 +308,8 @@ pub fn render_html(path: &str, entries: &[Entry]) -> String {
         };
         let _ = writeln!(
             out,
-            "<tr><td><a href=\"{href}\">{shown}</a></td><td class=\"s\">{size}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"{href}\">{shown}</a></td><td class=\"s\">{size}</td><td><time datetime=\"{}\">{} UTC</time></td></tr>",
+            iso_date(e.mtime),
             format_date(e.mtime)
         );
     }
@@ -196,15 +317,21 @@ pub fn render_html(path: &str, entries: &[Entry]) -> String {
     out
 }
 
-/// `[{"name": "...", "type": "file"|"directory", "size": N, "mtime": "<IMF-fixdate>"}]` (serde_json, so any name is escaped correctly; non-UTF-8 names via to_string_lossy).
+/// `[{"name": "...", "url": "<relative href>", "type": "file"|"directory", "size": N|null, "mtime": "<IMF-fixdate>"}]` (serde_json, so any name is escaped correctly; non-UTF-8 names via to_string_lossy).
 pub fn render_json(entries: &[Entry]) -> String {
     let items = entries
         .iter()
         .map(|e| {
+            let mut url = percent_encode(e.name.as_bytes(), HREF_SET).to_string();
+            if e.is_dir {
+                url.push('/');
+            }
             serde_json::json!({
                 "name": e.name.to_string_lossy(),
+                "url": url,
                 "type": if e.is_dir { "directory" } else { "file" },
-                "size": e.size,
+                // As the page shows it: a directory has no size of its own ("-").
+                "size": (!e.is_dir).then_some(e.size),
                 "mtime": httpdate::fmt_http_date(clamp_for_http_date(e.mtime)),
             })
         })
@@ -259,6 +386,21 @@ fn human_size(bytes: u64) -> String {
     } else {
         format!("{v:.0}{}", UNITS[unit])
     }
+}
+
+/// "YYYY-MM-DDTHH:MM:SSZ", for `<time datetime>`.
+fn iso_date(t: SystemTime) -> String {
+    let secs = clamp_for_http_date(t)
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// "YYYY-MM-DD HH:MM" in UTC; times before 1970 are handled, not clamped.
@@ -324,6 +466,58 @@ mod tests {
             size: 4096,
             mtime: at(1_700_000_000),
         }
+    }
+
+    #[test]
+    fn natural_case_insensitive_order() {
+        let mut v: Vec<Entry> = ["file10", "File2", "file1", "b", "A", "file02", "z9", "z10"]
+            .iter()
+            .map(|n| file(n, 1))
+            .collect();
+        v.push(dir("Zeta"));
+        v.push(dir("alpha"));
+        sort(&mut v);
+        let names: Vec<String> = v.iter().map(|e| e.name.to_string_lossy().into()).collect();
+        assert_eq!(
+            names,
+            ["alpha", "Zeta", "A", "b", "file1", "File2", "file02", "file10", "z9", "z10"]
+        );
+        assert_eq!(natural_cmp(b"a", b"a"), Ordering::Equal);
+        assert_eq!(natural_cmp(b"a01", b"a1"), Ordering::Less, "ties by bytes");
+    }
+
+    #[test]
+    fn columns_sort_and_headings_link_to_the_other_direction() {
+        let mut v = vec![file("small", 1), file("big", 100), dir("d")];
+        let order = Order::from_query(Some("sort=size&order=desc"));
+        assert_eq!(
+            order,
+            Order {
+                by: SortBy::Size,
+                descending: true
+            }
+        );
+        sort_by(&mut v, order);
+        let names: Vec<String> = v.iter().map(|e| e.name.to_string_lossy().into()).collect();
+        assert_eq!(names, ["d", "big", "small"], "directories stay first");
+        let html = render_html_sorted("/x/", &v, order);
+        assert!(
+            html.contains("href=\"?sort=size&amp;order=asc\">Size \u{2193}"),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"?sort=name&amp;order=asc\">Name</a>"),
+            "{html}"
+        );
+        assert!(html.contains("prefers-color-scheme:dark"));
+        assert!(
+            html.contains("<time datetime=\"2023-11-14T22:13:20Z\">2023-11-14 22:13 UTC</time>"),
+            "{html}"
+        );
+        assert_eq!(
+            Order::from_query(Some("sort=evil&order=x")),
+            Order::default()
+        );
     }
 
     fn href_of(name: &str) -> String {
@@ -416,7 +610,7 @@ mod tests {
     }
 
     #[test]
-    fn sorts_directories_first_then_bytes() {
+    fn sorts_directories_first_then_names() {
         let mut v = vec![
             file("b", 1),
             dir("z"),
@@ -435,8 +629,8 @@ mod tests {
             vec![
                 (true, "a".to_owned()),
                 (true, "z".to_owned()),
-                (false, "B".to_owned()),
                 (false, "a".to_owned()),
+                (false, "B".to_owned()),
                 (false, "b".to_owned()),
                 (false, "\u{e9}".to_owned()),
             ]
@@ -515,7 +709,11 @@ mod tests {
         assert_eq!(arr.len(), 3);
         assert_eq!(arr[0]["name"], "more");
         assert_eq!(arr[0]["type"], "directory");
-        assert_eq!(arr[0]["size"], 4096);
+        assert!(
+            arr[0]["size"].is_null(),
+            "a directory has no size, as on the page"
+        );
+        assert_eq!(arr[0]["url"], "more/");
         assert_eq!(arr[0]["mtime"], "Tue, 14 Nov 2023 22:13:20 GMT");
         assert_eq!(arr[1]["name"], "quote\"and\\back<slash>.txt");
         assert_eq!(arr[1]["type"], "file");
@@ -558,7 +756,9 @@ mod tests {
             "1969-12-31 23:59"
         );
         let page = render_html("/", &[file("f", 1)]);
-        assert!(page.contains("<td>2023-11-14 22:13</td>"));
+        assert!(page.contains(
+            "<td><time datetime=\"2023-11-14T22:13:20Z\">2023-11-14 22:13 UTC</time></td>"
+        ));
     }
 
     #[test]

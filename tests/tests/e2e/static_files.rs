@@ -261,7 +261,8 @@ fn listing_html_escapes_and_json(p: Proto) {
     }
     let entry = &v.as_array().unwrap()[0];
     assert_eq!(entry["type"], "directory");
-    assert!(entry["size"].is_u64() && entry["mtime"].is_string());
+    assert!(entry["size"].is_null() && entry["mtime"].is_string());
+    assert!(entry["url"].as_str().unwrap().ends_with('/'));
 
     // Every listed link resolves.
     for n in AWKWARD {
@@ -634,4 +635,158 @@ set = ["X-Frame-Options: SAMEORIGIN"]
         assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
         assert_eq!(r.headers_all("cache-control"), ["no-cache"]);
     }
+}
+
+/// Issue 17: the listing page as people see it, in a real headless Chromium: names in natural,
+/// case-insensitive order (`file2` before `file10`), directories first; sorting by a column from
+/// its heading; a light and a dark colour scheme by `prefers-color-scheme`. And for machines and
+/// caches: `?format=json` as well as Accept, a `url` per entry, an ETag that revalidates (304).
+#[test]
+fn listing_in_headless_chromium_and_for_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(root.join("d/sub")).unwrap();
+    for (name, size) in [
+        ("file1.txt", 10),
+        ("file2.txt", 3000),
+        ("file10.txt", 20),
+        ("File3.txt", 1),
+        ("Zebra.txt", 500),
+    ] {
+        std::fs::write(root.join("d").join(name), vec![b'x'; size]).unwrap();
+    }
+    let f = Front::start(&["--root", root.to_str().unwrap()]);
+    let url = f.url("/d/");
+    let chromium = |args: &[&str], url: &str| -> Vec<u8> {
+        let out = std::process::Command::new("timeout")
+            .args([
+                "60",
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.path().join("profile").display()
+            ))
+            .args(args)
+            .arg(url)
+            .output()
+            .expect("running chromium");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let links = |dom: &[u8]| -> Vec<String> {
+        let dom = String::from_utf8_lossy(dom);
+        regex::Regex::new(r#"<td><a href="([^"]+)">"#)
+            .unwrap()
+            .captures_iter(&dom)
+            .map(|c| c[1].to_owned())
+            .collect()
+    };
+    assert_eq!(
+        links(&chromium(&["--dump-dom"], &url)),
+        [
+            "../",
+            "sub/",
+            "file1.txt",
+            "file2.txt",
+            "File3.txt",
+            "file10.txt",
+            "Zebra.txt"
+        ]
+    );
+    assert_eq!(
+        links(&chromium(
+            &["--dump-dom"],
+            &format!("{url}?sort=size&order=desc")
+        )),
+        [
+            "../",
+            "sub/",
+            "file2.txt",
+            "Zebra.txt",
+            "file10.txt",
+            "file1.txt",
+            "File3.txt"
+        ]
+    );
+    // Screenshots at a given size, light and dark: the page's background follows the scheme.
+    let mut backgrounds = Vec::new();
+    for scheme in [&[][..], &["--force-dark-mode"][..]] {
+        let shot = dir.path().join("shot.png");
+        let mut args = vec!["--window-size=800,600"];
+        args.extend_from_slice(scheme);
+        let flag = format!("--screenshot={}", shot.display());
+        args.push(&flag);
+        chromium(&args, &url);
+        let (w, h, pixel) = png_first_pixel(&std::fs::read(&shot).unwrap());
+        assert_eq!((w, h), (800, 600));
+        backgrounds.push(pixel);
+    }
+    let light = backgrounds[0].iter().map(|&c| u32::from(c)).sum::<u32>();
+    let dark = backgrounds[1].iter().map(|&c| u32::from(c)).sum::<u32>();
+    assert!(light > 700 && dark < 150, "backgrounds {backgrounds:?}");
+
+    // For machines: ?format=json, url fields; and the ETag revalidates.
+    let j = http::get(f.addr, "/d/?format=json");
+    assert_eq!(
+        j.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let v: serde_json::Value = serde_json::from_slice(&j.body).unwrap();
+    assert_eq!(v[0]["url"], "sub/");
+    assert!(v[0]["size"].is_null());
+    assert_eq!(v[1]["url"], "file1.txt");
+    assert_eq!(v[1]["size"], 10);
+    let page = http::get(f.addr, "/d/");
+    let tag = page
+        .header("etag")
+        .expect("a listing has an ETag")
+        .to_owned();
+    let again = http::request(f.addr, "GET", "/d/", &[("If-None-Match", &tag)], b"");
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_ne!(
+        j.header("etag"),
+        Some(tag.as_str()),
+        "each representation its own tag"
+    );
+    // A change to an entry changes the page, so the old tag no longer matches.
+    std::fs::write(root.join("d/file1.txt"), vec![b'x'; 99]).unwrap();
+    let changed = khttpd_tests::wait_until(std::time::Duration::from_secs(5), || {
+        let r = http::request(f.addr, "GET", "/d/", &[("If-None-Match", &tag)], b"");
+        (r.status == 200).then_some(r)
+    });
+    assert!(changed.is_some(), "the changed listing was still 304");
+}
+
+/// A PNG's width, height and the colour of its first pixel (RGB). The first pixel of the first
+/// row is stored as it is whatever the row's filter, so inflating the image data is enough.
+fn png_first_pixel(png: &[u8]) -> (u32, u32, [u8; 3]) {
+    use std::io::Read;
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let (w, h) = (be(&png[16..20]), be(&png[20..24]));
+    let mut at = 8;
+    let mut data = Vec::new();
+    while at + 8 <= png.len() {
+        let len = be(&png[at..at + 4]) as usize;
+        let kind = &png[at + 4..at + 8];
+        if kind == b"IDAT" {
+            data.extend_from_slice(&png[at + 8..at + 8 + len]);
+        }
+        at += 12 + len;
+    }
+    let mut rows = Vec::new();
+    flate2::read::ZlibDecoder::new(&data[..])
+        .take(16)
+        .read_to_end(&mut rows)
+        .unwrap();
+    (w, h, [rows[1], rows[2], rows[3]])
 }
