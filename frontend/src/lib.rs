@@ -39,6 +39,7 @@ pub mod header_rules;
 pub mod knobs;
 pub mod latency;
 pub mod listing;
+pub mod log_line;
 pub mod log_template;
 pub mod manager;
 pub mod maxconnect;

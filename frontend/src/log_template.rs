@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::Write;
 use std::time::Duration;
 
-use crate::access_log::{iso_time, push_clf_time, push_escaped, LogRecord};
+use crate::log_line::{iso_time, push_clf_time, push_escaped, LogRecord};
 
 /// The variables a template may name.
 const VARIABLES: &[(&str, Var)] = &[
