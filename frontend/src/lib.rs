@@ -27,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod directory;
+pub mod embedded;
 pub mod error;
 pub mod fast_path;
 pub mod fast_relay;
@@ -60,5 +61,7 @@ pub mod tls;
 pub mod upload;
 pub mod verify;
 pub mod wire;
+
+pub use embedded::run;
 
 pub use config::{Args, Config};
