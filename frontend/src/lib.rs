@@ -2,7 +2,9 @@
 //!
 //! The pipeline of one request and where each step lives:
 //! - configuration and flags: [`config`];
-//! - main daemons (one thread, runtime and `SO_REUSEPORT` listener per core): [`daemon`];
+//! - main daemons (one thread, runtime and `SO_REUSEPORT` listener per core): [`daemon`], with
+//!   maxconnect counted in [`maxconnect`]; under the management daemon [`manager`], or in another
+//!   program through [`run`] ([`embedded`]);
 //! - HTTPS (rustls, certificates by SNI, ALPN `h2`/`http/1.1`): [`tls`];
 //! - accept and WaitForHeaders: [`fast_path`] answers cached static requests itself and hands the
 //!   rest to hyper (header deadline, head size limit) in [`server`], with
@@ -14,7 +16,10 @@
 //!   listings [`directory`] rendered by [`listing`], bodies [`body`]; the content cache [`cache`] with
 //!   encodings negotiated by [`negotiate`] and compressed once by [`compress`];
 //! - Userspace: request bodies read whole before the backend is asked [`upload`];
-//! - errors answered by the front: [`pages`];
+//! - errors answered by the front: one type by blame, [`error`], its pages [`pages`];
+//! - what both encoders write (the front's own fields, the Date cache): [`wire`];
+//! - Logging, once for every answer whichever transport wrote it: [`finish`], the line
+//!   [`log_line`] in the combined, JSON or template ([`log_template`]) format of [`access_log`];
 //! - `/healthz` and `/metrics` on the loopback admin listener: [`admin`].
 
 pub mod access_log;
