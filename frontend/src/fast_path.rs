@@ -3,7 +3,7 @@
 //! kHTTPd answered static GETs inside the kernel and handed every other request, bytes untouched, to
 //! the userspace server. Here the same split happens inside one process. Each connection starts in
 //! this loop: it reads a head, parses it with httparse, and when the request is a plain GET or HEAD
-//! whose routing verdict, body and chosen encoding are all already in the [`Cache`], it writes the
+//! whose routing verdict, body and chosen encoding are all already in the [`Cache`](crate::static_file::Cache), it writes the
 //! answer itself: one head built from the representation's prebuilt header values, the body, one
 //! write. A plain GET or HEAD whose verdict is the backend is relayed from here too
 //! ([`crate::fast_relay`]). Anything else (a miss, a body, a Range on a static file, If-Match, an
