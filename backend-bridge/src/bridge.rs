@@ -1,7 +1,7 @@
 //! One main daemon's bridge and one client connection's session: the phases of a forwarded
 //! request, `upstream_request → connect → send → upstream_response`.
 
-use std::net::SocketAddr;
+use crate::addr::BackendAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,9 @@ use crate::upstreams::{Slot, Upstreams};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientInfo {
     /// The client's address (the TCP peer).
-    pub peer: SocketAddr,
+    pub peer: std::net::SocketAddr,
     /// The front's address the client connected to.
-    pub local: SocketAddr,
+    pub local: std::net::SocketAddr,
     /// The scheme the client used: `"http"`.
     pub scheme: &'static str,
 }
@@ -38,7 +38,7 @@ pub struct ClientInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upstream {
     /// The backend's address.
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     /// From the first request byte sent to the complete response head.
     pub head_time: Duration,
 }
@@ -205,7 +205,7 @@ impl Session {
     async fn exchange(
         &self,
         mut req: Request<ClientBody>,
-    ) -> Result<Response<AnswerBody>, (BridgeError, Option<SocketAddr>)> {
+    ) -> Result<Response<AnswerBody>, (BridgeError, Option<BackendAddr>)> {
         let up = &self.bridge.up;
         // upstream_request
         let upgrading = forwarded::is_upgrade(req.version(), req.headers());
@@ -334,7 +334,7 @@ impl Session {
         &self,
         mode: Mode,
         own: &mut Option<oneshot::Receiver<Parked>>,
-    ) -> Result<Conn, (BridgeError, Option<SocketAddr>)> {
+    ) -> Result<Conn, (BridgeError, Option<BackendAddr>)> {
         let up = &self.bridge.up;
         let cfg = up.config();
         if mode == Mode::Own {
@@ -391,7 +391,7 @@ impl Session {
     async fn fresh(
         &self,
         pooled: bool,
-        addr: SocketAddr,
+        addr: BackendAddr,
     ) -> Result<(Sender, Option<GiveBack>), BridgeError> {
         let timeout = self.bridge.up.config().timeout;
         if pooled {
@@ -410,8 +410,8 @@ impl Session {
     pub(crate) async fn connect_with<C, Fut>(
         &self,
         take: impl Fn(usize) -> Option<C>,
-        open: impl Fn(SocketAddr) -> Fut,
-    ) -> Result<(usize, Slot, C, bool), (BridgeError, Option<SocketAddr>)>
+        open: impl Fn(BackendAddr) -> Fut,
+    ) -> Result<(usize, Slot, C, bool), (BridgeError, Option<BackendAddr>)>
     where
         Fut: std::future::Future<Output = Result<C, BridgeError>>,
     {

@@ -1,7 +1,7 @@
 //! The bridge's settings: backends, limits, PROXY protocol and trusted proxies.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 pub struct BridgeConfig {
     /// Backends, used round-robin. Default: none (every forward fails with
     /// [`BridgeError::NoBackend`](crate::BridgeError::NoBackend)).
-    pub backends: Vec<SocketAddr>,
+    pub backends: Vec<crate::BackendAddr>,
     /// Deadline to connect (PROXY header included) and, separately, to receive the response head
     /// once the last request byte was sent (`--backend-timeout`); on the relay, also the longest
     /// wait for each read of the answer's body. Default 60 s.

@@ -1,17 +1,16 @@
-//! Opening one backend connection: TCP with `TCP_NODELAY`, the PROXY header if any, and hyper's
+//! Opening one backend connection: TCP with `TCP_NODELAY` or a Unix socket, the PROXY header if any, and hyper's
 //! HTTP/1.1 client handshake, its connection task spawned on the current runtime. A pooled
 //! connection is a plain stream ([`crate::raw::RawConn`]); the hyper client borrows one for an
 //! exchange ([`lend`]) and gives it back, so the relay and hyper share one pool per backend.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::addr::{BackendAddr, BackendStream};
 use crate::body::ProxyBody;
 use crate::error::{BridgeError, Phase};
 
@@ -54,7 +53,7 @@ impl std::fmt::Debug for Sender {
 /// Connects to `addr`, writes `preface` (a PROXY header) and performs the handshake, all
 /// within `timeout`.
 pub(crate) async fn open(
-    addr: SocketAddr,
+    addr: BackendAddr,
     timeout: Duration,
     preface: Option<&[u8]>,
 ) -> Result<Sender, BridgeError> {
@@ -66,16 +65,16 @@ pub(crate) async fn open(
 
 /// Connects to `addr` within `timeout`, without hyper: the relay's own connections.
 pub(crate) async fn open_stream(
-    addr: SocketAddr,
+    addr: BackendAddr,
     timeout: Duration,
-) -> Result<TcpStream, BridgeError> {
+) -> Result<BackendStream, BridgeError> {
     match tokio::time::timeout(timeout, stream(addr, None)).await {
         Ok(result) => result,
         Err(_) => Err(BridgeError::Timeout(Phase::Connect)),
     }
 }
 
-async fn open_now(addr: SocketAddr, preface: Option<&[u8]>) -> Result<Sender, BridgeError> {
+async fn open_now(addr: BackendAddr, preface: Option<&[u8]>) -> Result<Sender, BridgeError> {
     let stream = stream(addr, preface).await?;
     // A dup of the descriptor shares the socket (and its O_NONBLOCK), costing one descriptor per
     // backend connection; it is closed with the Sender.
@@ -109,14 +108,14 @@ fn client() -> http1::Builder {
 }
 
 /// Where a lent stream comes back: once its exchange is complete and the [`Sender`] dropped.
-pub(crate) type GiveBack = oneshot::Receiver<TcpStream>;
+pub(crate) type GiveBack = oneshot::Receiver<BackendStream>;
 
 /// Lends a pooled (or new) stream to hyper's client for one exchange. The stream comes back
 /// through the [`GiveBack`] when the sender is dropped after a complete exchange, with nothing
 /// read past the answer; otherwise (an error, bytes beyond the answer, an upgrade) it is closed.
 pub(crate) async fn lend(
-    stream: TcpStream,
-    addr: SocketAddr,
+    stream: BackendStream,
+    addr: BackendAddr,
 ) -> Result<(Sender, GiveBack), BridgeError> {
     let (inner, conn) = client()
         .handshake(TokioIo::new(stream))
@@ -144,15 +143,11 @@ pub(crate) async fn lend(
     ))
 }
 
-/// TCP to `addr` with `TCP_NODELAY`, and the PROXY header if any.
-async fn stream(addr: SocketAddr, preface: Option<&[u8]>) -> Result<TcpStream, BridgeError> {
-    let mut stream = TcpStream::connect(addr)
+/// A stream to `addr` (TCP with `TCP_NODELAY`, or a Unix socket), and the PROXY header if any.
+async fn stream(addr: BackendAddr, preface: Option<&[u8]>) -> Result<BackendStream, BridgeError> {
+    let mut stream = BackendStream::connect(addr)
         .await
         .map_err(BridgeError::Refused)?;
-    // Request heads and small answers must not wait for Nagle.
-    stream
-        .set_nodelay(true)
-        .map_err(|e| BridgeError::Internal(e.into()))?;
     if let Some(preface) = preface {
         stream
             .write_all(preface)

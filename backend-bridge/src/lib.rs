@@ -3,7 +3,8 @@
 //! kHTTPd put the live client socket into the accept queue of the server on `clientport`. We
 //! carry the request over HTTP/1.1 instead, and tell the backend who the client is. The phases
 //! of one request and where each lives:
-//! - settings (backends, limits, PROXY protocol, trusted proxies): [`config`];
+//! - settings (backends, limits, PROXY protocol, trusted proxies): [`config`]; a backend's
+//!   address (TCP or `unix:` socket) and the stream to it: [`addr`];
 //! - shared backend state (slots, health, counters) across main daemons: [`upstreams`], the
 //!   choice of a backend (round-robin, cooldown): `balance`;
 //! - `upstream_request`: the head the backend sees, [`forwarded`] (with [`hop`]);
@@ -19,6 +20,7 @@
 //! Use: one [`Upstreams`] per server (shared), one [`Bridge`] per main daemon, one
 //! [`Session`] per client connection, [`Session::forward`] (or [`Session::relay`]) per request.
 
+pub mod addr;
 mod balance;
 mod body;
 mod bridge;
@@ -37,6 +39,7 @@ mod spool;
 mod tunnel;
 pub mod upstreams;
 
+pub use addr::{BackendAddr, BackendStream};
 pub use body::{AnswerBody, Buffered, ClientBody};
 pub use bridge::{Bridge, ClientInfo, Session, Upstream};
 pub use config::{BridgeConfig, Cidr, ConfigError, ProxyProtocol};

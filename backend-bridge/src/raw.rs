@@ -5,9 +5,9 @@ use std::io;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
+use crate::addr::BackendStream;
 use crate::pool::Reusable;
 
 /// Bytes read from the backend at a time, and the start size of a connection's buffer.
@@ -16,13 +16,13 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A raw keep-alive connection to a backend and its read buffer.
 #[derive(Debug)]
 pub(crate) struct RawConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: BackendStream,
     /// What was read from it and not yet taken.
     pub(crate) buf: BytesMut,
 }
 
 impl RawConn {
-    pub(crate) fn new(stream: TcpStream) -> RawConn {
+    pub(crate) fn new(stream: BackendStream) -> RawConn {
         RawConn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -30,7 +30,7 @@ impl RawConn {
     }
 
     /// The stream, for hyper's client to borrow (a pooled connection has nothing buffered).
-    pub(crate) fn into_stream(self) -> TcpStream {
+    pub(crate) fn into_stream(self) -> BackendStream {
         self.stream
     }
 

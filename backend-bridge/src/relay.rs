@@ -13,9 +13,9 @@
 //! protocol, HTTP/1.0) keeps taking `forward`. Slots, health, counters and failover are the
 //! shared ones of [`Upstreams`](crate::Upstreams).
 
+use crate::addr::BackendAddr;
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -374,7 +374,7 @@ impl Session {
         &self,
         head: &[u8],
         head_only: bool,
-    ) -> Result<Relayed, (BridgeError, Option<SocketAddr>)> {
+    ) -> Result<Relayed, (BridgeError, Option<BackendAddr>)> {
         let bridge = &self.bridge;
         let up = bridge.upstreams();
         let timeout = up.config().timeout;

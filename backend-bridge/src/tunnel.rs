@@ -2,7 +2,7 @@
 //! Protocols`, bytes are copied both ways between the client and the backend until either side
 //! closes.
 
-use std::net::SocketAddr;
+use crate::addr::BackendAddr;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -11,7 +11,7 @@ use crate::upstreams::Slot;
 
 /// Joins the client's and the backend's upgraded connections once both sides switched. The
 /// backend slot stays taken while the tunnel lives: the backend keeps a worker on it.
-pub(crate) fn spawn(client: OnUpgrade, backend: OnUpgrade, slot: Slot, addr: SocketAddr) {
+pub(crate) fn spawn(client: OnUpgrade, backend: OnUpgrade, slot: Slot, addr: BackendAddr) {
     tokio::spawn(async move {
         let _slot = slot;
         let (client, backend) = tokio::join!(client, backend);

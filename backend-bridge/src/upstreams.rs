@@ -1,6 +1,6 @@
 //! What all main daemons share about the backends: concurrency slots, health and counters.
 
-use std::net::SocketAddr;
+use crate::addr::BackendAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,7 +29,7 @@ pub struct Upstreams {
 /// One backend's shared state.
 #[derive(Debug)]
 pub(crate) struct Backend {
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: BackendAddr,
     slots: Arc<Semaphore>,
     /// When its cooldown ends, in ms since [`Upstreams::epoch`]; 0 when it never failed.
     cooling_until: AtomicU64,
@@ -55,7 +55,7 @@ pub(crate) struct Counters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendStats {
     /// The backend.
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     /// False while it is cooling down after a failure.
     pub healthy: bool,
     /// Requests sent its way (a failover counts on each backend tried).
@@ -298,7 +298,12 @@ mod tests {
     fn upstreams(n: usize, max_conns: usize) -> Arc<Upstreams> {
         Upstreams::new(BridgeConfig {
             backends: (0..n)
-                .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
+                .map(|i| {
+                    BackendAddr::from(std::net::SocketAddr::from((
+                        [127, 0, 0, 1],
+                        9000 + i as u16,
+                    )))
+                })
                 .collect(),
             max_conns,
             queue_timeout: Duration::from_millis(50),

@@ -5,7 +5,7 @@
 //! (`--root` = documentroot, `--port` = serverport, `--backend` = clientport, `--threads`, `--dynamic`,
 //! `--sloppy-mime`, `--perm-required`, `--perm-forbid`). Every limit is a field here with its default.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,8 +74,8 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_ROOT", default_value = "www")]
     pub root: PathBuf,
 
-    /// Backend HOST:PORT for dynamic and unknown requests (kHTTPd's clientport), e.g. 127.0.0.1:8080.
-    /// Without one, such requests get a clear error instead (404, 405, 403 or 502).
+    /// Backend HOST:PORT or unix:/PATH for dynamic and unknown requests (kHTTPd's clientport), e.g.
+    /// 127.0.0.1:8080 or unix:/run/apache.sock. Without one, such requests get a clear error instead (404, 405, 403 or 502).
     #[arg(long, env = "KHTTPD_BACKEND", value_delimiter = ',')]
     pub backend: Vec<String>,
 
@@ -499,8 +499,8 @@ pub struct Config {
     pub hsts: Option<http::HeaderValue>,
     /// Canonical document root.
     pub root: PathBuf,
-    /// Backends, resolved.
-    pub backends: Vec<SocketAddr>,
+    /// Backends, resolved: `HOST:PORT` or `unix:/PATH`.
+    pub backends: Vec<khttpd_bridge::BackendAddr>,
     /// Dynamic extensions and prefixes.
     pub dynamic: Dynamic,
     /// Index file names in order.
@@ -596,7 +596,7 @@ impl TryFrom<Args> for Config {
             if let Some((scheme, rest)) = b.trim().split_once("://") {
                 let hostport = rest.trim_end_matches('/');
                 return Err(ConfigError(format!(
-                    "--backend {b:?}: drop the scheme, the backend is HOST:PORT (--backend {hostport}){}",
+                    "--backend {b:?}: drop the scheme, the backend is HOST:PORT or unix:/PATH (--backend {hostport}){}",
                     if scheme.eq_ignore_ascii_case("https") {
                         "; the backend is spoken to in plain HTTP/1.1"
                     } else {
@@ -604,12 +604,8 @@ impl TryFrom<Args> for Config {
                     }
                 )));
             }
-            let addr = b
-                .trim()
-                .to_socket_addrs()
-                .map_err(|e| ConfigError(format!("--backend {b:?}: {e} (expected HOST:PORT)")))?
-                .next()
-                .ok_or_else(|| ConfigError(format!("--backend {b:?}: no address")))?;
+            let addr = khttpd_bridge::BackendAddr::parse(b)
+                .map_err(|e| ConfigError(format!("--backend {e}")))?;
             backends.push(addr);
         }
         let dynamic = Dynamic::parse(&a.dynamic).map_err(ConfigError)?;
@@ -958,6 +954,23 @@ mod tests {
             err.0.contains("drop the scheme") && err.0.contains("--backend 127.0.0.1:8080)"),
             "{err}"
         );
+        // nginx's way of naming a socket gets the same advice.
+        let err = Config::try_from(args(&[
+            "--root",
+            "/tmp",
+            "--backend",
+            "http://unix:/run/apache.sock",
+        ]))
+        .unwrap_err();
+        assert!(err.0.contains("(--backend unix:/run/apache.sock)"), "{err}");
+        let ok = Config::try_from(args(&[
+            "--root",
+            "/tmp",
+            "--backend",
+            "unix:/run/apache.sock",
+        ]))
+        .unwrap();
+        assert_eq!(ok.backends[0].to_string(), "unix:/run/apache.sock");
     }
 
     #[test]

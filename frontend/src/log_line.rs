@@ -36,7 +36,7 @@ pub struct LogRecord {
     /// The request's id (see [`crate::request_id`]): the client's, or the one the backend got.
     pub request_id: Option<String>,
     /// The backend that answered, when one did.
-    pub upstream: Option<std::net::SocketAddr>,
+    pub upstream: Option<khttpd_bridge::BackendAddr>,
     /// Time from sending the request to the backend to its response head.
     pub upstream_time: Option<Duration>,
 }

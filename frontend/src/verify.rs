@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use khttpd_bridge::BackendStream;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::route::{ListingDir, StaticFile};
@@ -435,8 +435,8 @@ impl Probe {
         };
         let mut last = std::io::Error::other("no backend");
         for addr in &cfg.bridge.backends {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return self.ask(stream, *addr, cfg, &expected).await,
+            match BackendStream::connect(*addr).await {
+                Ok(stream) => return self.ask(stream, cfg, &expected).await,
                 Err(e) => last = e,
             }
         }
@@ -445,8 +445,7 @@ impl Probe {
 
     async fn ask(
         &self,
-        mut stream: TcpStream,
-        addr: SocketAddr,
+        mut stream: BackendStream,
         cfg: &Config,
         expected: &[u8],
     ) -> std::io::Result<bool> {
@@ -454,7 +453,8 @@ impl Probe {
         if let Some(preface) = khttpd_bridge::proxy_protocol::header(
             cfg.bridge.proxy_protocol,
             OUTSIDER,
-            stream.local_addr().unwrap_or(addr),
+            // Over a Unix socket the connection has no address of its own: the front's.
+            stream.local_tcp().unwrap_or(cfg.listen),
         ) {
             req.extend_from_slice(&preface);
         }

@@ -357,7 +357,7 @@ async fn refused_backend_fails_over_to_a_healthy_one(path: Path) {
     let front = Front::start_on(
         path,
         BridgeConfig {
-            backends: vec![dead_addr(), good.addr],
+            backends: vec![dead_addr().into(), good.addr.into()],
             fail_cooldown: Duration::from_secs(60),
             ..config(good.addr)
         },
@@ -377,7 +377,7 @@ async fn healthy_backends_take_turns(path: Path) {
     let front = Front::start_on(
         path,
         BridgeConfig {
-            backends: vec![a.addr, b.addr],
+            backends: vec![a.addr.into(), b.addr.into()],
             ..config(a.addr)
         },
     )

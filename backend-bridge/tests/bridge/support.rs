@@ -509,7 +509,7 @@ pub fn dead_addr() -> SocketAddr {
 /// A config for tests: short deadlines, one backend.
 pub fn config(backend: SocketAddr) -> BridgeConfig {
     BridgeConfig {
-        backends: vec![backend],
+        backends: vec![backend.into()],
         timeout: Duration::from_secs(5),
         queue_timeout: Duration::from_secs(2),
         fail_cooldown: Duration::from_millis(300),

@@ -152,6 +152,7 @@ over_h1_and_h2!(
     backend_text_is_gzipped_on_the_way,
     bodies_over_the_limit_get_413,
     custom_error_pages_for_the_fronts_own_errors,
+    unix_socket_backend_end_to_end,
 );
 
 fn json(r: &http::Response) -> serde_json::Value {
@@ -1334,4 +1335,133 @@ fn custom_error_pages_for_the_fronts_own_errors(p: Proto) {
             ),
         }
     }
+}
+
+/// `socat UNIX-LISTEN:PATH,fork TCP:APACHE`: Apache listens only on TCP, so this is how it stands
+/// behind a Unix socket; each socket connection is one TCP connection to Apache.
+struct UnixBridge(std::process::Child);
+
+impl UnixBridge {
+    fn start(path: &std::path::Path, to: SocketAddr) -> UnixBridge {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("socat")
+            // Its own group, so the forked children (one per connection) go with it.
+            .process_group(0)
+            .arg(format!("UNIX-LISTEN:{},fork,mode=600", path.display()))
+            .arg(format!("TCP:{to}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat (scripts/deps installs it)");
+        khttpd_tests::wait_until(Duration::from_secs(5), || path.exists().then_some(()))
+            .expect("socat made its socket");
+        UnixBridge(child)
+    }
+}
+
+impl Drop for UnixBridge {
+    fn drop(&mut self) {
+        let group = -i32::try_from(self.0.id()).expect("pid fits in i32");
+        khttpd_tests::process::send_signal(group, libc::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 17: `--backend unix:/PATH` end to end, with Apache + mod_php behind the socket: PHP, a
+/// POST, static files verified through the socket and then served by the front, kept-alive
+/// backend connections, the socket named in the log and in `status`, a 502 (and static files
+/// still served) when the socket is gone.
+fn unix_socket_backend_end_to_end(p: Proto) {
+    let doc = Docroot::new();
+    let conns_log = tempfile::NamedTempFile::new().unwrap();
+    std::fs::set_permissions(conns_log.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let a = apache(
+        &doc,
+        ApacheOptions {
+            extra: format!(
+                "LogFormat \"%{{remote}}p %U\" connport\nCustomLog {} connport\n",
+                conns_log.path().display()
+            ),
+            ..ApacheOptions::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("apache.sock");
+    let bridge = UnixBridge::start(&sock, a.addr);
+    let backend = format!("unix:{}", sock.display());
+    let log = dir.path().join("access.log");
+    let root = doc.root();
+    let f = Front::start_over(
+        p,
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--backend",
+            &backend,
+            "--route-header",
+            "--access-log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    );
+    let env = json(&f.get("/env.php?via=unix"));
+    assert_eq!(env["method"], "GET");
+    assert_eq!(env["uri"], "/env.php?via=unix");
+    assert_eq!(env["remote_addr"], "127.0.0.1", "the client, as over TCP");
+    let body = vec![b'u'; 300_000];
+    let up = f.request("POST", "/upload.php", &[], &body);
+    assert_eq!(up.status, 200);
+    assert!(up.text().starts_with("300000 "), "{}", up.text());
+    // Verification asks Apache through the socket too.
+    let css = f
+        .until_front_serves("/assets/style.css", Duration::from_secs(5))
+        .expect("a static file verified through the Unix socket");
+    assert_eq!(css.status, 200);
+    // Kept alive: 30 PHP pages one after the other take one or two socket connections.
+    for i in 0..30 {
+        let r = f.get(&format!("/env.php?n={i}"));
+        assert_eq!(r.status, 200);
+    }
+    let ports = khttpd_tests::wait_until(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(conns_log.path()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.ends_with(" /env.php")).collect();
+        (lines.len() >= 31).then(|| {
+            lines
+                .iter()
+                .map(|l| l.split(' ').next().unwrap().to_owned())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        })
+    })
+    .expect("Apache logged the 31 PHP requests");
+    assert!(ports <= 2, "31 requests took {ports} backend connections");
+    let logged = khttpd_tests::wait_until(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("via=unix"))
+            .map(str::to_owned)
+    })
+    .expect("the PHP request logged");
+    let v: serde_json::Value = serde_json::from_str(&logged).unwrap();
+    assert_eq!(v["upstream"].as_str(), Some(backend.as_str()), "{logged}");
+    let status = f.status();
+    assert_eq!(
+        status["backends"][0]["backend"].as_str(),
+        Some(backend.as_str()),
+        "{status}"
+    );
+    // The socket goes away: dynamic pages 502 at once, verified static files still served.
+    drop(bridge);
+    let _ = std::fs::remove_file(&sock);
+    let started = Instant::now();
+    let gone = f.get("/env.php?after=gone");
+    assert_eq!(gone.status, 502, "{}", gone.text());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let css = f.get("/assets/style.css");
+    assert_eq!(
+        (css.status, css.header("x-khttpd-route")),
+        (200, Some("static"))
+    );
 }
