@@ -74,12 +74,7 @@ impl Bridge {
         Session {
             bridge: Arc::clone(self),
             client,
-            origin: Origin {
-                peer,
-                local: client.local,
-                scheme: client.scheme,
-                trusted: cfg.is_trusted(peer),
-            },
+            trusted: cfg.is_trusted(peer),
             preface: proxy_protocol::header(cfg.proxy_protocol, client.peer, client.local),
             own: Mutex::new(None),
         }
@@ -93,7 +88,8 @@ impl Bridge {
 pub struct Session {
     pub(crate) bridge: Arc<Bridge>,
     client: ClientInfo,
-    pub(crate) origin: Origin,
+    /// Whether the client is a trusted proxy (its own forwarding fields are kept).
+    trusted: bool,
     /// The PROXY header every backend connection of this session starts with, if any.
     pub(crate) preface: Option<Vec<u8>>,
     /// The session's own connection (PROXY mode), handed back once its last exchange is over.
@@ -182,6 +178,17 @@ impl Session {
         self.client
     }
 
+    /// Who sent the session's requests, for the fields the backend sees. Made when needed rather
+    /// than kept: every client connection holds a session, idle ones included.
+    pub(crate) fn origin(&self) -> Origin {
+        Origin {
+            peer: self.client.peer.ip(),
+            local: self.client.local,
+            scheme: self.client.scheme,
+            trusted: self.trusted,
+        }
+    }
+
     /// Carries `req` to a backend and returns its response head; the bodies stream both ways
     /// as they are polled. Dropping the future (the client left) cancels the backend request
     /// and closes that backend connection.
@@ -212,7 +219,7 @@ impl Session {
         // Taken before the request is consumed: hyper resolves it once our 101 went out.
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let (mut head, body) = req.into_parts();
-        forwarded::backend_head(&mut head, &self.origin, upgrading);
+        forwarded::backend_head(&mut head, &self.origin(), upgrading);
         let progress = Progress::new();
         let req = Request::from_parts(head, ProxyBody::from_client(body, &progress));
         let mode = if upgrading {

@@ -349,7 +349,7 @@ impl Session {
             req.method,
             req.target,
             req.fields,
-            &self.origin,
+            &self.origin(),
             req.request_id,
         );
         let head_only = req.method.eq_ignore_ascii_case("HEAD");

@@ -52,7 +52,7 @@ pub async fn serve(
     ctx: &ConnCtx,
     cfg: &Config,
 ) -> bool {
-    let Some(session) = ctx.session.as_ref() else {
+    let Some(session) = ctx.session() else {
         return false;
     };
     let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];

@@ -38,10 +38,52 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     /// Our address on this connection.
     pub local: SocketAddr,
-    /// The way to the backends, when there are any.
-    pub session: Option<Session>,
+    /// This main daemon's way to the backends, when there are any.
+    pub bridge: Option<Arc<khttpd_bridge::Bridge>>,
     /// Whether the client came over TLS (HSTS, `X-Forwarded-Proto: https`).
     pub tls: bool,
+    /// The connection's session with the backends, made at its first backend request: most
+    /// connections never make one, and an idle connection should cost little (a session is
+    /// 136 bytes inline).
+    session: std::sync::OnceLock<Box<Session>>,
+}
+
+impl ConnCtx {
+    pub fn new(
+        shared: Arc<Shared>,
+        stats: Arc<DaemonStats>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        bridge: Option<Arc<khttpd_bridge::Bridge>>,
+        tls: bool,
+    ) -> ConnCtx {
+        ConnCtx {
+            shared,
+            stats,
+            peer,
+            local,
+            bridge,
+            tls,
+            session: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The way to the backends, when there are any.
+    pub fn session(&self) -> Option<&Session> {
+        let bridge = self.bridge.as_ref()?;
+        Some(self.session.get_or_init(|| {
+            Box::new(bridge.session(khttpd_bridge::ClientInfo {
+                peer: self.peer,
+                local: self.local,
+                scheme: if self.tls { "https" } else { "http" },
+            }))
+        }))
+    }
+
+    /// Whether there are backends, without making a session.
+    pub fn has_backend(&self) -> bool {
+        self.bridge.is_some()
+    }
 }
 
 impl std::fmt::Debug for ConnCtx {
@@ -135,7 +177,7 @@ async fn routed(
 /// static file or listing without a positive, current one goes to the backend as it came, and so
 /// does a directory redirect (Apache's mod_dir or rewrites decide where it leads).
 fn gate<B>(route: Arc<Route>, req: &Request<B>, ctx: &ConnCtx, cfg: &Arc<Config>) -> Arc<Route> {
-    if ctx.session.is_none() {
+    if !ctx.has_backend() {
         return route;
     }
     let target = match &*route {
@@ -193,7 +235,7 @@ async fn userspace(
     ctx: &ConnCtx,
     reason: BackendReason,
 ) -> (RouteKind, Response<Body>) {
-    let Some(session) = &ctx.session else {
+    let Some(session) = ctx.session() else {
         return match Route::without_backend(reason) {
             NoBackend::MethodNotAllowed => (RouteKind::Error, pages::method_not_allowed()),
             NoBackend::Status(status, why) => {

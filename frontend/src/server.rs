@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use khttpd_bridge::{Bridge, ClientInfo, ProxyProtocol, Session};
+use khttpd_bridge::{Bridge, ProxyProtocol};
 
 use crate::config::Config;
 use crate::fast_path::{self, Next};
@@ -106,16 +106,14 @@ pub async fn accept_loop(
             (Some(l), ProxyProtocol::Off) => l,
             _ => stream.local_addr().unwrap_or(peer),
         };
-        let scheme = if tls { "https" } else { "http" };
-        let session = session_for(&shared, &mut bridge, peer, local, scheme);
-        let ctx = Arc::new(ConnCtx {
-            shared: shared.clone(),
-            stats: stats.clone(),
+        let ctx = Arc::new(ConnCtx::new(
+            shared.clone(),
+            stats.clone(),
             peer,
             local,
-            session,
+            bridge_for(&shared, &mut bridge),
             tls,
-        });
+        ));
         let alive = (alive_tx.clone(), slot);
         if tls {
             tokio::spawn(serve_tls(stream, ctx, cfg, stop.clone(), alive));
@@ -137,29 +135,19 @@ pub async fn accept_loop(
     }
 }
 
-/// The client connection's way to the backends (kHTTPd's Userspace hand-off), if there are any.
-fn session_for(
-    shared: &Shared,
-    bridge: &mut Option<Arc<Bridge>>,
-    peer: std::net::SocketAddr,
-    local: std::net::SocketAddr,
-    scheme: &'static str,
-) -> Option<Session> {
+/// This daemon's way to the backends (kHTTPd's Userspace hand-off), if there are any: its pools,
+/// rebuilt when the backends change.
+fn bridge_for(shared: &Shared, bridge: &mut Option<Arc<Bridge>>) -> Option<Arc<Bridge>> {
     let runtime = shared.current.load();
     let upstreams = runtime.upstreams.as_ref()?;
-    let current = match bridge {
+    Some(match bridge {
         Some(b) if Arc::ptr_eq(b.upstreams(), upstreams) => b.clone(),
         _ => {
             let b = Bridge::new(upstreams.clone());
             *bridge = Some(b.clone());
             b
         }
-    };
-    Some(current.session(ClientInfo {
-        peer,
-        local,
-        scheme,
-    }))
+    })
 }
 
 /// The next connection on the TLS listener; never, when there is none.
