@@ -216,6 +216,25 @@ def main():
             slow_verdict,
             slow_cell(slow["front"]) if "front" in slow else "—",
             slow_cell(slow["nginx"]) if "nginx" in slow else "—"))
+    storm_path = os.path.join(work, "storm-front.json")
+    if os.path.exists(storm_path):
+        with open(storm_path) as f:
+            try:
+                st = json.load(f)
+            except ValueError:
+                st = {"error": "no result"}
+        if "error" in st:
+            mem_lines.append("- compression storm: failed: %s" % st["error"])
+        else:
+            budget = 16 * 1024 + 32 * 1024
+            mem_lines.append(
+                "- compression storm (%d first requests for %d text files of 490 KB, br and gzip, 4 "
+                "clients, --cache-size 16M; target: RSS ≤ cache + 32 MiB = 48 MiB during and after: "
+                "%s): khttpd-front %s before, **%s at the peak, %s after**, %.1f s."
+                % (st["requests"], st["files"],
+                   "met" if max(st["peak_kib"], st["after_kib"]) <= budget else "**not met**",
+                   fmt_kib(st["rss_before_kib"]), fmt_kib(st["peak_kib"]), fmt_kib(st["after_kib"]),
+                   st["secs"]))
     if mem_lines:
         out.append("Memory (VmRSS):")
         out.append("")

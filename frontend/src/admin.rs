@@ -388,6 +388,12 @@ pub fn render(s: &Value) -> String {
         "Compressions made (one per file version and coding)",
         n(&c["compressions"]),
     );
+    counter(
+        &mut reg,
+        "cache_compressions_deferred",
+        "Compressions put off because every compression thread was busy and the queue full",
+        n(&c["compressions_deferred"]),
+    );
     gauge(
         &mut reg,
         "cache_bytes",

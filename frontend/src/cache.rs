@@ -22,7 +22,7 @@ use std::io::{self, Read};
 use std::mem::size_of;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -78,9 +78,20 @@ pub struct CacheConfig {
     /// past it, the request is answered with the next-best representation and the compression
     /// finishes in the background for later requests.
     pub compress_wait: Duration,
-    /// Most compressions running at once on the blocking pool (default 2): brotli 11 is slow, and
-    /// a burst of first requests must not starve file reads.
+    /// Most compressions running at once on the blocking pool (default half the cores, at least
+    /// 1): brotli 11 is slow, and a burst of first requests must hold neither every core nor an
+    /// encoder's memory per core.
     pub compress_threads: usize,
+    /// Most compressions waiting for a thread (`--compress-queue`; default 8). Past it a file
+    /// goes out in the next-best representation and nothing is remembered, so a later request
+    /// compresses it: each waiting compression holds its file's body, so a burst of first
+    /// requests for many large files would otherwise pile up memory and minutes of work.
+    pub compress_queue: usize,
+}
+
+/// Half the cores, at least one.
+pub fn default_compress_threads() -> usize {
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
 }
 
 impl Default for CacheConfig {
@@ -92,7 +103,8 @@ impl Default for CacheConfig {
             revalidate: Duration::from_secs(1),
             settle: Duration::from_secs(1),
             compress_wait: Duration::from_secs(1),
-            compress_threads: 2,
+            compress_threads: default_compress_threads(),
+            compress_queue: 8,
         }
     }
 }
@@ -268,6 +280,8 @@ pub struct CacheStats {
     pub compression_time_ms: u64,
     /// "Not worth compressing" entries held now.
     pub negative: u64,
+    /// Compressions put off because every thread was busy and the queue full.
+    pub compress_deferred: u64,
 }
 
 /// The keys of all four kinds. Hashing goes through [`KeyRef`] so a borrowed key finds an owned one.
@@ -371,6 +385,7 @@ struct Counters {
     compressions: AtomicU64,
     compression_nanos: AtomicU64,
     negative: AtomicU64,
+    compress_deferred: AtomicU64,
 }
 
 /// Counts evictions and keeps the negative-entry gauge; defers dropping up to two evicted values
@@ -394,12 +409,43 @@ impl<M> Lifecycle<Key, Value<M>> for Counting {
 
 type Map<M> = Cache<Key, Value<M>, ByBytes, DefaultHashBuilder, Counting>;
 
+/// What [`ContentCache::produce`] made of a variant.
+enum Produced {
+    /// A body worth sending, or `None` when the coding does not pay (remembered).
+    Done(Option<Representation>),
+    /// Every compression thread busy and the queue full: not now, nothing remembered.
+    Deferred,
+}
+
+/// A place in the compression queue, given back when dropped.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    /// A place, if fewer than `max` are taken.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Waiting> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Waiting(count.clone()))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The shared content cache. `M` is the routing metadata type kept by [`ContentCache::put_fresh`].
 pub struct ContentCache<M = ()> {
     cfg: CacheConfig,
     map: Map<M>,
     counters: Arc<Counters>,
     compress_slots: Arc<Semaphore>,
+    /// Compressions waiting for one of `compress_slots`.
+    compress_waiting: Arc<AtomicUsize>,
 }
 
 impl<M> std::fmt::Debug for ContentCache<M> {
@@ -442,6 +488,7 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
         );
         Arc::new(ContentCache {
             compress_slots: Arc::new(Semaphore::new(cfg.compress_threads.max(1))),
+            compress_waiting: Arc::new(AtomicUsize::new(0)),
             cfg,
             map,
             counters,
@@ -595,7 +642,14 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
                 Ok(_) => None,
                 Err(guard) => {
                     let until = this.racy_until(&version);
-                    let rep = this.produce(enc, &identity, sibling).await;
+                    // The queue is full: nothing is remembered (the guard goes unfilled), so a
+                    // later request compresses it.
+                    let Produced::Done(rep) = this.produce(enc, &identity, sibling).await else {
+                        this.counters
+                            .compress_deferred
+                            .fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    };
                     if rep.is_none() {
                         // Counted before the insert: an insert may evict (and uncount) it.
                         this.counters.negative.fetch_add(1, Ordering::Relaxed);
@@ -619,13 +673,9 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
         }
     }
 
-    /// Reads the sibling or compresses; `None` when neither gives a body worth sending.
-    async fn produce<S>(
-        &self,
-        enc: Encoding,
-        identity: &Representation,
-        sibling: S,
-    ) -> Option<Representation>
+    /// Reads the sibling or compresses; `Done(None)` when neither gives a body worth sending,
+    /// `Deferred` when every thread is busy and the queue is full.
+    async fn produce<S>(&self, enc: Encoding, identity: &Representation, sibling: S) -> Produced
     where
         S: FnOnce() -> Option<(PathBuf, u64)> + Send + 'static,
     {
@@ -640,7 +690,7 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
             Ok(None) => {}
             Ok(Some(Ok(body))) => {
                 if let Some(r) = identity.encoded(enc, body) {
-                    return Some(r);
+                    return Produced::Done(Some(r));
                 }
             }
             Ok(Some(Err(e))) => {
@@ -649,15 +699,31 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
             Err(e) => tracing::warn!(error = %e, "sibling task failed"),
         }
         if (identity.body.len() as u64) < self.cfg.compress_min {
-            return None;
+            return Produced::Done(None);
         }
-        let permit = self.compress_slots.clone().acquire_owned().await.ok()?;
+        let permit = match self.compress_slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let Some(_place) = Waiting::take(&self.compress_waiting, self.cfg.compress_queue)
+                else {
+                    return Produced::Deferred;
+                };
+                match self.compress_slots.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return Produced::Done(None),
+                }
+            }
+        };
         let data = identity.body.clone();
         let counters = self.counters.clone();
         let done = blocking(move || {
             let _permit = permit;
             let started = Instant::now();
             let out = compress::compress(&data, enc);
+            drop(data);
+            // The encoders' tables (tens of MiB for brotli 11 on a large file) go back to the
+            // system now rather than staying in this thread's arena.
+            compress::give_back_memory();
             let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             counters.compressions.fetch_add(1, Ordering::Relaxed);
             counters
@@ -666,13 +732,13 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
             out
         })
         .await;
-        match done {
-            Ok(body) => identity.encoded(enc, body?),
+        Produced::Done(match done {
+            Ok(body) => body.and_then(|b| identity.encoded(enc, b)),
             Err(e) => {
                 tracing::warn!(error = %e, encoding = enc.token(), "compression task failed");
                 None
             }
-        }
+        })
     }
 
     /// The identity body of `key` if it is held, without waiting or loading (the fast path's lookup).
@@ -798,6 +864,7 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
             compressions: c.compressions.load(Ordering::Relaxed),
             compression_time_ms: c.compression_nanos.load(Ordering::Relaxed) / 1_000_000,
             negative: c.negative.load(Ordering::Relaxed),
+            compress_deferred: c.compress_deferred.load(Ordering::Relaxed),
         }
     }
 

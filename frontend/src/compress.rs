@@ -13,11 +13,22 @@ use crate::negotiate::Encoding;
 
 /// Brotli quality: 11 is the slowest and smallest, right for compress-once.
 const BROTLI_QUALITY: i32 = 11;
+/// Above this size brotli 11 costs too much for one request's first miss: 4.2 s of CPU and 34 MiB
+/// for 2 MB of text (0.9 s and 17 MiB for 490 KB). Larger bodies get [`BROTLI_QUALITY_LARGE`].
+const BROTLI_Q11_MAX: usize = 512 << 10;
+/// Quality for bodies above [`BROTLI_Q11_MAX`]: 2 MB of text in 0.17 s and 13 MiB, 6 % larger
+/// than quality 11 (a precompressed `.br` sibling made offline gets the best of both).
+const BROTLI_QUALITY_LARGE: i32 = 5;
 /// Brotli window (log2 bytes): 22 = 4 MiB, the largest every browser decodes with the default window
 /// (large-window brotli is not a registered HTTP coding).
 const BROTLI_LGWIN: i32 = 22;
+/// The smallest window brotli's quality 10 and 11 use.
+const BROTLI_MIN_LGWIN: i32 = 16;
 /// zstd level 19: the strongest level that keeps the window at 8 MiB.
 const ZSTD_LEVEL: i32 = 19;
+/// Above [`BROTLI_Q11_MAX`], zstd's level 19 tables grow with the input: 2 MB of text takes
+/// 34 MiB and 1.2 s at 19, 3.5 MiB and 52 ms at 6 (7 % larger; level 12 was larger and slower).
+const ZSTD_LEVEL_LARGE: i32 = 6;
 /// RFC 9659 §3: "the window size limit of 8 MB" for the `zstd` content coding; 2^23 bytes.
 const ZSTD_WINDOW_LOG: i32 = 23;
 /// gzip (deflate) level 9: best compression.
@@ -35,8 +46,41 @@ pub fn worth_compressing(compressible: bool, len: u64, min_len: u64) -> bool {
     compressible && len >= min_len
 }
 
-/// Compresses `data` with `enc` at a high, compress-once level (brotli quality 11 with lgwin 22, zstd
-/// level 19, gzip level 9). Blocking and CPU-heavy: call it on a blocking thread. Returns `None`
+/// Returns the memory freed by a compression to the system: glibc keeps freed memory in the
+/// arenas, and brotli 11 on a large file frees tens of MiB of tables. One trim after each
+/// compression (milliseconds against the compression's hundreds) gives them back.
+// The workspace denies unsafe code; malloc_trim(3) has no safe wrapper in a kept crate.
+#[allow(unsafe_code)]
+pub fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; any pad is valid.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Allocations at least this large are mapped and unmapped on their own (glibc's default start
+/// value, held fixed).
+const MMAP_THRESHOLD: i32 = 128 << 10;
+
+/// Fixes glibc's mmap threshold. By default the first free of a large mapped block raises it to
+/// that block's size (up to 32 MiB): after one compression's tables, every cached body and
+/// encoder table comes from the heap, where freed memory stays in the process. Held at 128 KiB,
+/// large blocks (bodies, encoder tables) go back to the system when freed; the hot path's small
+/// buffers are unaffected. Measured with 40 files of 490 KB compressed with zstd 19 under
+/// `--cache-size 16M`: 101 MiB of RSS after the burst by default.
+#[allow(unsafe_code)]
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets glibc's malloc parameters; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
+/// Compresses `data` with `enc` at a high, compress-once level (brotli quality 11 up to 512 KiB and
+/// 5 above, its window fitted to the input; zstd level 19 up to 512 KiB and 6 above; gzip level
+/// 9). Blocking and CPU-heavy: call it on a blocking thread. Returns `None`
 /// when `enc` is identity, when encoding fails, or when the result does not save at least 16 bytes
 /// and 1/32 of the input.
 pub fn compress(data: &[u8], enc: Encoding) -> Option<Bytes> {
@@ -55,10 +99,26 @@ pub fn compress(data: &[u8], enc: Encoding) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
+/// The window for `len` bytes: the smallest that holds the whole input (a larger one finds
+/// nothing more), at most [`BROTLI_LGWIN`]. Quality 11's match finder keeps two 32-bit entries
+/// per window position, so the window is most of an encoder's memory: 32 MiB at lgwin 22 against
+/// 4 MiB at 19 for a 490 KB file (two such compressions at once took 62 MiB of RSS, 46 MiB once
+/// fitted).
+fn brotli_lgwin(len: usize) -> i32 {
+    // A window of 2^w bytes holds 2^w - 16 of history.
+    let need = (len + 16).next_power_of_two().trailing_zeros() as i32;
+    need.clamp(BROTLI_MIN_LGWIN, BROTLI_LGWIN)
+}
+
 fn brotli(data: &[u8]) -> Option<Vec<u8>> {
+    let quality = if data.len() <= BROTLI_Q11_MAX {
+        BROTLI_QUALITY
+    } else {
+        BROTLI_QUALITY_LARGE
+    };
     let params = brotli::enc::BrotliEncoderParams {
-        quality: BROTLI_QUALITY,
-        lgwin: BROTLI_LGWIN,
+        quality,
+        lgwin: brotli_lgwin(data.len()),
         size_hint: data.len(),
         ..Default::default()
     };
@@ -69,7 +129,12 @@ fn brotli(data: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn zstd(data: &[u8]) -> Option<Vec<u8>> {
-    let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?;
+    let level = if data.len() <= BROTLI_Q11_MAX {
+        ZSTD_LEVEL
+    } else {
+        ZSTD_LEVEL_LARGE
+    };
+    let mut c = zstd::bulk::Compressor::new(level).ok()?;
     // zstd shrinks the window to the input size on its own (the content size is known), so this
     // only caps inputs above 8 MiB, which browsers would otherwise refuse to decode.
     c.set_parameter(zstd::zstd_safe::CParameter::WindowLog(
@@ -184,6 +249,21 @@ mod tests {
         for enc in Encoding::COMPRESSED {
             assert!(compress(b"hello", enc).is_none(), "{enc:?}");
             assert!(compress(b"", enc).is_none(), "{enc:?}");
+        }
+    }
+
+    #[test]
+    fn brotli_window_fits_the_input() {
+        assert_eq!(brotli_lgwin(0), BROTLI_MIN_LGWIN);
+        assert_eq!(brotli_lgwin(490_000), 19);
+        assert_eq!(brotli_lgwin((1 << 19) - 16), 19);
+        assert_eq!(brotli_lgwin((1 << 19) - 15), 20);
+        assert_eq!(brotli_lgwin(100 << 20), BROTLI_LGWIN);
+        // Same bytes back whatever the window.
+        for n in [1000, 70_000, 600_000] {
+            let data = text(n);
+            let out = compress(&data, Encoding::Br).unwrap();
+            assert_eq!(decode(Encoding::Br, &out), data);
         }
     }
 

@@ -259,9 +259,15 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_COMPRESS_WAIT", default_value_t = 1.0, value_parser = parse_secs)]
     pub compress_wait: f64,
 
-    /// Compressions running at once on the blocking pool.
-    #[arg(long, env = "KHTTPD_COMPRESS_THREADS", default_value_t = 2)]
+    /// Compressions running at once on the blocking pool; default half the cores (at least 1),
+    /// so a burst of first requests for large files never holds every core.
+    #[arg(long, env = "KHTTPD_COMPRESS_THREADS", default_value_t = crate::cache::default_compress_threads())]
     pub compress_threads: usize,
+
+    /// Compressions waiting for a thread; past it, a file goes out uncompressed and a later
+    /// request compresses it (a burst of first requests cannot pile up work and memory).
+    #[arg(long, env = "KHTTPD_COMPRESS_QUEUE", default_value_t = 8)]
+    pub compress_queue: usize,
 
     /// Seconds a cached file's metadata (and a rendered listing) is trusted before the file is
     /// looked at again: the longest a changed file can be served stale.
@@ -688,6 +694,7 @@ impl TryFrom<Args> for Config {
             settle: revalidate,
             compress_wait: Duration::from_secs_f64(a.compress_wait),
             compress_threads: a.compress_threads,
+            compress_queue: a.compress_queue,
         };
         cache.validate().map_err(ConfigError)?;
         let proxy_protocol = a

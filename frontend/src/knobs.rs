@@ -60,6 +60,7 @@ pub const KNOBS: &[(&str, &str, bool)] = &[
     ("compress_min", "compress_min", false),
     ("compress_wait", "compress_wait", false),
     ("compress_threads", "compress_threads", false),
+    ("compress_queue", "compress_queue", false),
     ("cache_revalidate", "cache_revalidate", false),
     ("chunk_size", "chunk_size", false),
     ("control", "control", false),

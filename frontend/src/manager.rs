@@ -595,6 +595,7 @@ impl Manager {
             "hits": c.hits, "misses": c.misses, "evictions": c.evictions, "bytes": c.bytes,
             "capacity": c.capacity, "entries": c.entries, "compressions": c.compressions,
             "compression_ms": c.compression_time_ms, "not_worth": c.negative,
+            "compressions_deferred": c.compress_deferred,
         });
         json!({
             "state": self.state_name(),

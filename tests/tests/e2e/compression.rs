@@ -445,3 +445,61 @@ fn head_never_starts_a_compression() {
     assert_eq!(h.header("content-length"), r.header("content-length"));
     assert_eq!(compressions(), 1);
 }
+
+/// Issue 16: compressions have a CPU budget. With one compression thread and a queue of one,
+/// 12 concurrent first requests for 12 large scripts with `gzip` are all answered at once (the
+/// ones that find no place go out uncompressed, nothing remembered), `status` counts the
+/// deferred ones, and once the burst is over a later request compresses the file.
+#[test]
+fn a_burst_of_compressions_is_queued_then_deferred() {
+    let site = Site::new();
+    for i in 0..12 {
+        write(&site.root(), &format!("big{i}.js"), &script(200));
+    }
+    let f = site.start(&[
+        "--compress-threads",
+        "1",
+        "--compress-queue",
+        "1",
+        "--compress-wait",
+        "0.2",
+    ]);
+    let addr = f.addr;
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let path = format!("/big{i}.js");
+                http::request(addr, "GET", &path, &[("Accept-Encoding", "gzip")], b"")
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let took = started.elapsed();
+    let expected = script(200);
+    for r in &answers {
+        assert_eq!(r.status, 200);
+        if r.header("content-encoding").is_none() {
+            assert!(r.body == expected, "the file as it is");
+        }
+    }
+    assert!(
+        took < Duration::from_secs(5),
+        "the burst was answered in {took:?}"
+    );
+    let status = |f: &Front| -> serde_json::Value {
+        let (_, out, _) = f.ctl(&["status", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["cache"].clone()
+    };
+    let deferred = status(&f)["compressions_deferred"].as_u64().unwrap();
+    assert!(deferred >= 1, "{}", status(&f));
+    // Once the burst is over, a file put off is compressed by a later request.
+    let later = khttpd_tests::wait_until(Duration::from_secs(30), || {
+        let all_gzip = (0..12).all(|i| {
+            let r = get(&f, &format!("/big{i}.js"), "gzip");
+            r.header("content-encoding") == Some("gzip")
+        });
+        all_gzip.then_some(())
+    });
+    assert!(later.is_some(), "{}", status(&f));
+}
