@@ -235,6 +235,7 @@ impl Session {
         // connect
         let mut conn = self.connect(mode, &mut own).await?;
         let addr = up.backend(conn.backend).addr;
+        let buffering = up.buffers(conn.backend);
         // Only a reused connection may turn out closed under us; keep a copy to resend then.
         let replay = if conn.reused { Replay::of(&req) } else { None };
 
@@ -280,7 +281,7 @@ impl Session {
         let (parts, body) = response.into_parts();
         let body = if http_body::Body::is_end_stream(&body) {
             AnswerBody::Direct(body)
-        } else if streams || !up.config().buffering {
+        } else if streams || !buffering {
             up.spool_stats.count_streamed();
             AnswerBody::Direct(body)
         } else {

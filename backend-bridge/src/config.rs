@@ -38,6 +38,10 @@ pub struct BridgeConfig {
     /// client (`--proxy-buffering`), so a slow client never holds an Apache worker. Answers that
     /// are `text/event-stream` or carry `X-Accel-Buffering: no` stream anyway. Default on.
     pub buffering: bool,
+    /// Backends whose answers are buffered otherwise than `buffering` says
+    /// (`--backend 'ADDR buffering=off'`, nginx's per-location `proxy_buffering`): a backend
+    /// that serves long polls or streams, say, among buffered ones. Default: none.
+    pub buffering_by_backend: Vec<(crate::BackendAddr, bool)>,
     /// Bytes of one answer held in memory for a slow client before the rest goes to a temporary
     /// file (`--proxy-buffer`). Default 64 KiB.
     pub proxy_buffer: u64,
@@ -67,6 +71,7 @@ impl Default for BridgeConfig {
             proxy_protocol: ProxyProtocol::Off,
             trusted_proxies: Vec::new(),
             buffering: true,
+            buffering_by_backend: Vec::new(),
             proxy_buffer: 64 << 10,
             proxy_buffers_total: 64 << 20,
             proxy_temp_max: 1 << 30,

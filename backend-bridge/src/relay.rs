@@ -525,7 +525,7 @@ impl Relayed {
     /// Whether the answer is read ahead of the client (buffering on, and not one that must
     /// stream): only then may the front transform it on the way (see [`Relayed::send_gzip`]).
     pub fn buffered(&self) -> bool {
-        self.bridge.upstreams().config().buffering && !self.head.streams
+        self.bridge.upstreams().buffers(self.backend) && !self.head.streams
     }
 
     /// Like [`Relayed::send`], but the payload is gzip-compressed on the way (the caller's `head`

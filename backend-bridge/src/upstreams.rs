@@ -30,6 +30,8 @@ pub struct Upstreams {
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub(crate) addr: BackendAddr,
+    /// Whether its answers are read ahead of slow clients (`buffering`, or its own setting).
+    pub(crate) buffering: bool,
     slots: Arc<Semaphore>,
     /// When its cooldown ends, in ms since [`Upstreams::epoch`]; 0 when it never failed.
     cooling_until: AtomicU64,
@@ -58,6 +60,8 @@ pub struct BackendStats {
     pub addr: BackendAddr,
     /// False while it is cooling down after a failure.
     pub healthy: bool,
+    /// Whether its answers are read ahead of slow clients.
+    pub buffering: bool,
     /// Requests sent its way (a failover counts on each backend tried).
     pub requests: u64,
     /// Requests holding one of its slots now (upgraded connections included).
@@ -123,8 +127,14 @@ impl Upstreams {
             .backends
             .iter()
             .map(|&addr| {
+                let buffering = cfg
+                    .buffering_by_backend
+                    .iter()
+                    .find(|(a, _)| *a == addr)
+                    .map_or(cfg.buffering, |&(_, on)| on);
                 Arc::new(Backend {
                     addr,
+                    buffering,
                     slots: Arc::new(Semaphore::new(slots)),
                     cooling_until: AtomicU64::new(0),
                     counters: Counters::default(),
@@ -146,6 +156,11 @@ impl Upstreams {
         &self.cfg
     }
 
+    /// Whether backend `i`'s answers are read ahead of slow clients.
+    pub(crate) fn buffers(&self, i: usize) -> bool {
+        self.backends[i].buffering
+    }
+
     /// Answer buffering's counters.
     pub fn spool(&self) -> SpoolCounts {
         self.spool_stats.counts()
@@ -162,6 +177,7 @@ impl Upstreams {
                 BackendStats {
                     addr: b.addr,
                     healthy: b.cooling_until.load(Ordering::Relaxed) <= now,
+                    buffering: b.buffering,
                     requests: get(&c.requests),
                     in_flight: get(&c.in_flight),
                     retries: get(&c.retries),

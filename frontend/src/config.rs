@@ -259,10 +259,10 @@ pub struct Args {
     #[arg(long, env = "KHTTPD_COMPRESS_WAIT", default_value_t = 1.0, value_parser = parse_secs)]
     pub compress_wait: f64,
 
-    /// Compressions running at once on the blocking pool; default half the cores (at least 1),
+    /// Compressions running at once on the blocking pool [default: half the cores, at least 1],
     /// so a burst of first requests for large files never holds every core.
-    #[arg(long, env = "KHTTPD_COMPRESS_THREADS", default_value_t = crate::cache::default_compress_threads())]
-    pub compress_threads: usize,
+    #[arg(long, env = "KHTTPD_COMPRESS_THREADS")]
+    pub compress_threads: Option<usize>,
 
     /// Compressions waiting for a thread; past it, a file goes out uncompressed and a later
     /// request compresses it (a burst of first requests cannot pile up work and memory).
@@ -597,6 +597,7 @@ impl TryFrom<Args> for Config {
             )));
         }
         let mut backends = Vec::new();
+        let mut buffering_by_backend = Vec::new();
         for b in a.backend.iter().filter(|b| !b.trim().is_empty()) {
             // nginx's proxy_pass takes a URL; ours takes what Apache's Listen takes.
             if let Some((scheme, rest)) = b.trim().split_once("://") {
@@ -610,8 +611,21 @@ impl TryFrom<Args> for Config {
                     }
                 )));
             }
-            let addr = khttpd_bridge::BackendAddr::parse(b)
+            // nginx's `server ADDR param=value`: the address, then the backend's own settings.
+            let mut words = b.split_whitespace();
+            let addr = khttpd_bridge::BackendAddr::parse(words.next().unwrap_or_default())
                 .map_err(|e| ConfigError(format!("--backend {e}")))?;
+            for option in words {
+                match option.split_once('=') {
+                    Some(("buffering", "on")) => buffering_by_backend.push((addr, true)),
+                    Some(("buffering", "off")) => buffering_by_backend.push((addr, false)),
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "--backend {b:?}: unknown setting {option:?} (a backend takes buffering=on or buffering=off)"
+                        )))
+                    }
+                }
+            }
             backends.push(addr);
         }
         let dynamic = Dynamic::parse(&a.dynamic).map_err(ConfigError)?;
@@ -693,7 +707,9 @@ impl TryFrom<Args> for Config {
             revalidate,
             settle: revalidate,
             compress_wait: Duration::from_secs_f64(a.compress_wait),
-            compress_threads: a.compress_threads,
+            compress_threads: a
+                .compress_threads
+                .unwrap_or_else(crate::cache::default_compress_threads),
             compress_queue: a.compress_queue,
         };
         cache.validate().map_err(ConfigError)?;
@@ -725,6 +741,7 @@ impl TryFrom<Args> for Config {
             proxy_protocol,
             trusted_proxies,
             buffering: a.proxy_buffering,
+            buffering_by_backend,
             proxy_buffer: a.proxy_buffer,
             proxy_buffers_total: a.proxy_buffers_total,
             proxy_temp_max: a.proxy_temp_max,

@@ -634,7 +634,7 @@ impl Manager {
             }),
             "backends": self.shared.current.load().upstreams.as_ref().map(|u| u.snapshot()).unwrap_or_default()
                 .into_iter().map(|b| json!({
-                    "backend": b.addr.to_string(), "healthy": b.healthy, "requests": b.requests,
+                    "backend": b.addr.to_string(), "healthy": b.healthy, "buffering": b.buffering, "requests": b.requests,
                     "in_flight": b.in_flight, "retries": b.retries, "refused": b.refused, "reset": b.reset,
                     "timeouts": b.timeouts, "bad_responses": b.bad_responses, "queue_full": b.queue_full,
                     "idle_pooled": b.idle_pooled, "discarded": b.discarded,

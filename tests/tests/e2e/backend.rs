@@ -1465,3 +1465,38 @@ fn unix_socket_backend_end_to_end(p: Proto) {
         (200, Some("static"))
     );
 }
+
+/// Issue 16: buffering per backend (`--backend 'ADDR buffering=off'`, nginx's per-location
+/// `proxy_buffering`): that backend's answers stream while buffering stays on for the others,
+/// through the relay (GET) and hyper (POST) alike; `status` shows each backend's setting.
+#[test]
+fn buffering_can_be_switched_off_per_backend() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let root = doc.root();
+    for (setting, streams) in [("", false), (" buffering=off", true)] {
+        let backend = format!("{}{setting}", a.addr);
+        let f = Front::start(&[
+            "--root",
+            root.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--backend",
+            &backend,
+        ]);
+        let answers = |f: &Front| f.status()["answers"].clone();
+        let before = answers(&f);
+        let get = http::get(f.addr, "/big.php");
+        assert_eq!((get.status, get.body.len()), (200, 4 << 20));
+        let post = http::request(f.addr, "POST", "/big.php", &[], b"x");
+        assert_eq!((post.status, post.body.len()), (200, 4 << 20));
+        let after = answers(&f);
+        let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+        if streams {
+            assert_eq!((delta("streamed"), delta("buffered")), (2, 0), "{after}");
+        } else {
+            assert_eq!((delta("streamed"), delta("buffered")), (0, 2), "{after}");
+        }
+        assert_eq!(f.status()["backends"][0]["buffering"], !streams);
+    }
+}
