@@ -723,7 +723,7 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
             drop(data);
             // The encoders' tables (tens of MiB for brotli 11 on a large file) go back to the
             // system now rather than staying in this thread's arena.
-            compress::give_back_memory();
+            crate::memory::give_back();
             let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             counters.compressions.fetch_add(1, Ordering::Relaxed);
             counters

@@ -46,38 +46,6 @@ pub fn worth_compressing(compressible: bool, len: u64, min_len: u64) -> bool {
     compressible && len >= min_len
 }
 
-/// Returns the memory freed by a compression to the system: glibc keeps freed memory in the
-/// arenas, and brotli 11 on a large file frees tens of MiB of tables. One trim after each
-/// compression (milliseconds against the compression's hundreds) gives them back.
-// The workspace denies unsafe code; malloc_trim(3) has no safe wrapper in a kept crate.
-#[allow(unsafe_code)]
-pub fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas; any pad is valid.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Allocations at least this large are mapped and unmapped on their own (glibc's default start
-/// value, held fixed).
-const MMAP_THRESHOLD: i32 = 128 << 10;
-
-/// Fixes glibc's mmap threshold. By default the first free of a large mapped block raises it to
-/// that block's size (up to 32 MiB): after one compression's tables, every cached body and
-/// encoder table comes from the heap, where freed memory stays in the process. Held at 128 KiB,
-/// large blocks (bodies, encoder tables) go back to the system when freed; the hot path's small
-/// buffers are unaffected. Measured with 40 files of 490 KB compressed with zstd 19 under
-/// `--cache-size 16M`: 101 MiB of RSS after the burst by default.
-#[allow(unsafe_code)]
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets glibc's malloc parameters; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-    }
-}
-
 /// Compresses `data` with `enc` at a high, compress-once level (brotli quality 11 up to 512 KiB and
 /// 5 above, its window fitted to the input; zstd level 19 up to 512 KiB and 6 above; gzip level
 /// 9). Blocking and CPU-heavy: call it on a blocking thread. Returns `None`

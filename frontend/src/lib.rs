@@ -14,7 +14,8 @@
 //!   backend, Apache's own verdict on each static URL (probed, remembered, expired): [`verify`];
 //! - DataSending: preconditions [`conditional`], ranges [`range`], files [`static_file`],
 //!   listings [`directory`] rendered by [`listing`], bodies [`body`]; the content cache [`cache`] with
-//!   encodings negotiated by [`negotiate`] and compressed once by [`compress`];
+//!   encodings negotiated by [`negotiate`] and compressed once by [`compress`]; the allocator
+//!   tuned and memory given back by [`memory`];
 //! - Userspace: request bodies read whole before the backend is asked [`upload`];
 //! - errors answered by the front: one type by blame, [`error`], its pages [`pages`];
 //! - what both encoders write (the front's own fields, the Date cache): [`wire`];
@@ -49,6 +50,7 @@ pub mod log_line;
 pub mod log_template;
 pub mod manager;
 pub mod maxconnect;
+pub mod memory;
 pub mod negotiate;
 pub mod pages;
 pub mod path;

@@ -9,7 +9,7 @@ use khttpd_front::knobs::{LoadError, Settings};
 use khttpd_front::manager;
 
 fn main() -> ExitCode {
-    khttpd_front::compress::tune_allocator();
+    khttpd_front::memory::tune_allocator();
     let settings = Settings::new(std::env::args_os().collect());
     let (args, config) = match settings.load() {
         Ok(v) => v,

@@ -63,6 +63,8 @@ struct Manager {
     inherited: Option<crate::service_manager::Inherited>,
     /// One sample of the counters a second, the last 11: rates and percentiles over 10 s.
     samples: std::collections::VecDeque<Sample>,
+    /// Gives memory back once a crowd of clients has left.
+    crowd: crate::memory::Crowd,
 }
 
 /// The request total and latency histograms over all main daemons at one moment.
@@ -108,6 +110,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
         threads,
         inherited: crate::service_manager::Inherited::from_env().map_err(StartError::Other)?,
         samples: std::collections::VecDeque::with_capacity(SAMPLES),
+        crowd: crate::memory::Crowd::default(),
         started: Instant::now(),
         control_path,
     };
@@ -319,6 +322,8 @@ impl Manager {
                     }
                     let now = self.sample();
                     self.samples.push_back(now);
+                    // Blocking for a few milliseconds at most; this thread serves no client.
+                    self.crowd.tick(self.shared.open.get());
                 }
                 Some((req, reply)) = rx.recv() => {
                     let unload = req == Request::Unload;

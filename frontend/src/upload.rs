@@ -89,6 +89,31 @@ impl Drop for Spool {
     }
 }
 
+/// Most of a refused HTTP/2 body read and dropped before the 413 goes out.
+///
+/// A 413 sent while the body is still coming ends the stream with RST_STREAM(NO_ERROR), as
+/// RFC 9113 §8.1 allows, but clients such as curl 7.88 may take that reset for a failure and
+/// lose the answer (seen in the suite: `curl: (92)`) when it crosses their last DATA frame. A
+/// small remainder is read first, as nginx discards a refused body; a large one still gets the
+/// answer at once, so a refused upload never costs more than this.
+const DRAIN_MAX: u64 = 64 << 10;
+
+/// Reads and drops up to `left` more bytes of `body`, within the body timeout.
+async fn drain(mut body: Incoming, mut left: u64, cfg: &Config) {
+    let _ = tokio::time::timeout(cfg.body_timeout, async {
+        while left > 0 {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    left = left.saturating_sub(n);
+                }
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
+
 /// Reads the body of `req` whole (unless it has none, or asks for an upgrade) and returns the
 /// request with a body the bridge sends at the backend's pace, framed by Content-Length.
 pub async fn buffer(
@@ -106,8 +131,14 @@ pub async fn buffer(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cfg.max_body_size) {
+    // A client that waits for 100 Continue before sending would only make the drain wait.
+    let h2 =
+        req.version() == http::Version::HTTP_2 && !req.headers().contains_key(http::header::EXPECT);
+    if let Some(declared) = declared.filter(|&n| n > cfg.max_body_size) {
         stats.too_large.fetch_add(1, Ordering::Relaxed);
+        if h2 && declared <= DRAIN_MAX {
+            drain(req.into_body(), DRAIN_MAX, cfg).await;
+        }
         return Err(UploadError::TooLarge(cfg.max_body_size));
     }
     let (mut parts, mut body) = req.into_parts();
@@ -123,6 +154,9 @@ pub async fn buffer(
         total += data.len() as u64;
         if total > cfg.max_body_size {
             stats.too_large.fetch_add(1, Ordering::Relaxed);
+            if h2 {
+                drain(body, DRAIN_MAX.saturating_sub(total), cfg).await;
+            }
             return Err(UploadError::TooLarge(cfg.max_body_size));
         }
         if spool.is_none() && total > cfg.body_buffer {
