@@ -345,15 +345,19 @@ fn is_interim(status: u16) -> bool {
 /// will come, which is what ends a close-delimited body.
 fn parse(buf: &[u8], head: bool, eof: bool) -> Option<(Response, usize)> {
     let head_end = find(buf, b"\r\n\r\n")? + 4;
-    let raw_head = std::str::from_utf8(&buf[..head_end]).unwrap_or_else(|_| {
+    // A reason phrase may be any bytes (RFC 9112 §4: obs-text); the fields must be UTF-8 here.
+    let line_end = find(buf, b"\r\n")?;
+    let status_line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+    let fields = &buf[(line_end + 2).min(head_end - 4)..head_end - 4];
+    let fields = std::str::from_utf8(fields).unwrap_or_else(|_| {
         panic!(
-            "response head is not UTF-8: {:?}",
+            "response fields are not UTF-8: {:?}",
             String::from_utf8_lossy(&buf[..head_end])
         )
     });
-    let mut lines = raw_head[..head_end - 4].split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let (version, status, reason) = parse_status_line(status_line);
+    let raw_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let lines = fields.split("\r\n").filter(|l| !l.is_empty());
+    let (version, status, reason) = parse_status_line(&status_line);
     let headers: Vec<(String, String)> = lines.map(parse_header_line).collect();
     let mut response = Response {
         version,
@@ -363,7 +367,7 @@ fn parse(buf: &[u8], head: bool, eof: bool) -> Option<(Response, usize)> {
         body: Vec::new(),
         trailers: Vec::new(),
         chunked: false,
-        raw_head: raw_head.to_owned(),
+        raw_head,
     };
 
     // RFC 9112 §6.3, in order: no body for HEAD/1xx/204/304, then

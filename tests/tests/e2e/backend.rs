@@ -83,6 +83,17 @@ impl Docroot {
                 "<?php header('Cache-Control: no-transform'); echo str_repeat('same bytes ', 5000);",
             ),
             ("tiny.php", "<?php echo 'tiny';"),
+            (
+                "shape.php",
+                r#"<?php $s = (int)($_GET['s'] ?? 200); $m = $_GET['m'] ?? 'sized';
+                    if (isset($_GET['r'])) { header("HTTP/1.1 $s " . hex2bin($_GET['r'])); } else { http_response_code($s); }
+                    header('X-Shape: ' . $m);
+                    if ($s == 204 || $s == 304) { exit; }
+                    $b = str_repeat("shape $s ", 300);
+                    if ($m == 'sized') { header('Content-Length: ' . strlen($b)); echo $b; }
+                    elseif ($m == 'chunked') { echo substr($b, 0, 100); flush(); echo substr($b, 100); }
+                    else { header('Content-Length: 0'); }"#,
+            ),
             ("slow.php", "<?php usleep(300000); echo 'slow';"),
             (
                 "fields.php",
@@ -1498,5 +1509,70 @@ fn buffering_can_be_switched_off_per_backend() {
             assert_eq!((delta("streamed"), delta("buffered")), (0, 2), "{after}");
         }
         assert_eq!(f.status()["backends"][0]["buffering"], !streams);
+    }
+}
+
+/// Issue 14: the relay (Apache's bytes passed on) and hyper's pipeline answer alike whatever shape
+/// the backend's answer has: standard, unusual and unknown statuses (a reason that is not UTF-8,
+/// none at all), 204 and 304 without a body, sized, chunked and empty bodies, GET and HEAD. Each
+/// request is asked plainly (the relay) and with `TE: trailers` (hyper).
+#[test]
+fn backend_answers_of_every_shape_pass_alike_both_ways() {
+    let doc = Docroot::new();
+    let a = apache(&doc, ApacheOptions::default());
+    let f = front(Proto::H1, &doc, a.addr, &["--threads", "1"]);
+    let fields = |r: &http::Response| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .filter(|(n, _)| !matches!(n.as_str(), "date" | "keep-alive" | "connection"))
+            .collect();
+        h.sort();
+        h
+    };
+    // (status, reason as hex or none)
+    let statuses: &[(u16, Option<&str>)] = &[
+        (200, None),
+        (201, None),
+        (204, None),
+        (299, Some("6f6464")),
+        (304, None),
+        (404, None),
+        (418, None),
+        (499, Some("636166e9")),
+        (503, None),
+    ];
+    for &(status, reason) in statuses {
+        for mode in ["sized", "chunked", "empty"] {
+            for method in ["GET", "HEAD"] {
+                let mut path = format!("/shape.php?s={status}&m={mode}");
+                if let Some(r) = reason {
+                    path.push_str(&format!("&r={r}"));
+                }
+                let relayed = http::request(f.addr, method, &path, &[], b"");
+                let full = http::request(f.addr, method, &path, &[("TE", "trailers")], b"");
+                let case = format!("{method} {path}");
+                // Apache's own status for it (it turns codes it does not know into 500).
+                let direct = http::request(a.addr, method, &path, &[], b"");
+                assert_eq!(relayed.status, direct.status, "{case}");
+                assert_eq!(relayed.status, full.status, "{case}");
+                assert_eq!(fields(&relayed), fields(&full), "{case}");
+                assert_eq!(relayed.body, full.body, "{case}");
+                if method == "GET"
+                    && direct.status == status
+                    && ![204, 304].contains(&status)
+                    && mode != "empty"
+                {
+                    assert_eq!(relayed.body.len(), format!("shape {status} ").len() * 300);
+                }
+            }
+        }
+    }
+    // The connection carried on after every shape: one more page on a kept-alive connection.
+    let mut c = Conn::open(f.addr);
+    for _ in 0..3 {
+        assert_eq!(c.request("GET", "/shape.php?s=204", &[], b"").status, 204);
+        assert_eq!(c.request("GET", "/tiny.php", &[], b"").text(), "tiny");
     }
 }
