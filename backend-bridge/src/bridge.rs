@@ -179,7 +179,7 @@ impl Session {
     }
 
     /// Who sent the session's requests, for the fields the backend sees. Made when needed rather
-    /// than kept: every client connection holds a session, idle ones included.
+    /// than kept beside `client`, which holds the same addresses.
     pub(crate) fn origin(&self) -> Origin {
         Origin {
             peer: self.client.peer.ip(),
