@@ -760,8 +760,9 @@ fn answer(
             (body, len, open_file)
         }
         Rep::Disk { .. } if sends_body => {
-            // Not the version routing saw (or gone): the full pipeline decides afresh.
-            let opened = open_cached(&key, &file.path)?;
+            // Opened afresh at each request, never kept: a file deleted or replaced since routing
+            // saw it is not the version routing saw, and the full pipeline decides afresh.
+            let opened = Arc::new(open_version(&key, &file.path)?);
             (Bytes::new(), file.meta.len, Some((opened, key)))
         }
         Rep::Disk { .. } => (Bytes::new(), 0, None),
@@ -820,6 +821,18 @@ fn log_record(
 /// and opening on every request would cost three system calls.
 const OPEN_FILES: usize = 256;
 
+/// The file at `path` if it is still the version `key` names. Opening an inode routing just
+/// stat'ed is a metadata lookup.
+fn open_version(key: &FileKey, path: &std::path::Path) -> Option<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let meta = crate::fs::Meta::from_std(&f.metadata().ok()?);
+    (FileKey::of(&meta) == *key).then_some(f)
+}
+
 fn open_cached(key: &FileKey, path: &std::path::Path) -> Option<Arc<File>> {
     use std::cell::RefCell;
     use std::collections::HashMap;
@@ -831,17 +844,8 @@ fn open_cached(key: &FileKey, path: &std::path::Path) -> Option<Arc<File>> {
         if let Some(f) = open.get(key) {
             return Some(f.clone());
         }
-        // Opening an inode routing just stat'ed is a metadata lookup; the version must match, or
-        // the body goes from memory instead.
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .ok()?;
-        let meta = crate::fs::Meta::from_std(&f.metadata().ok()?);
-        if FileKey::of(&meta) != *key {
-            return None;
-        }
+        // The version must match, or the body goes from memory instead.
+        let f = open_version(key, path)?;
         if open.len() >= OPEN_FILES {
             open.clear();
         }
