@@ -10,10 +10,10 @@ use http::header::{HeaderValue, CONNECTION, RETRY_AFTER};
 use http::{Response, StatusCode};
 use khttpd_bridge::BridgeError;
 
-use crate::body::Body;
 use crate::pages;
-use crate::route::Reject;
-use crate::upload::UploadError;
+use crate::route::decide::Reject;
+use crate::sending::body::Body;
+use crate::userspace::upload::UploadError;
 
 /// Why the front answers with an error.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +97,8 @@ impl FrontError {
     }
 }
 
-fn bad_path_detail(e: &crate::path::PathError) -> &'static str {
-    use crate::path::PathError::*;
+fn bad_path_detail(e: &crate::route::path::PathError) -> &'static str {
+    use crate::route::path::PathError::*;
     match e {
         NotAbsolute => "The request path must start with /.",
         BadEscape => "The request path has a malformed percent-encoding.",

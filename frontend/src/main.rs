@@ -1,15 +1,15 @@
 //! The `khttpd-front` binary: the command line and config file into a validated configuration, then
-//! the management daemon ([`khttpd_front::manager`]) does the rest.
+//! the management daemon ([`khttpd_front::daemon::manager`]) does the rest.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use khttpd_front::config::knobs::{LoadError, Settings};
 use khttpd_front::config::EX_USAGE;
-use khttpd_front::knobs::{LoadError, Settings};
-use khttpd_front::manager;
+use khttpd_front::daemon::manager;
 
 fn main() -> ExitCode {
-    khttpd_front::memory::tune_allocator();
+    khttpd_front::daemon::memory::tune_allocator();
     let settings = Settings::new(std::env::args_os().collect());
     let (args, config) = match settings.load() {
         Ok(v) => v,

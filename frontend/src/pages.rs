@@ -6,7 +6,7 @@
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-use crate::body::Body;
+use crate::sending::body::Body;
 
 /// The media type of every error page.
 pub const ERROR_TYPE: &str = "text/html; charset=utf-8";

@@ -1,0 +1,12 @@
+//! kHTTPd's accept and WaitForHeaders stages: a client's connection from accept to its answer's
+//! head. Plain or TLS ([`tls`], [`stream`]), the byte-level [`head_guard`], the [`fast_path`] that
+//! answers from raw bytes, hyper's service ([`server`], [`handler`]) for the rest, and the wire
+//! pieces both encoders share ([`wire`]).
+
+pub mod fast_path;
+pub mod handler;
+pub mod head_guard;
+pub mod server;
+pub mod stream;
+pub mod tls;
+pub mod wire;
