@@ -560,7 +560,7 @@ pub struct Config {
     /// Cache-Control value, if any.
     pub cache_control_value: Option<http::HeaderValue>,
     /// The content cache's limits.
-    pub cache: crate::cache::store::CacheConfig,
+    pub cache: crate::cache::limits::CacheConfig,
     /// sendfile(2) for large cached bodies.
     pub sendfile: bool,
     /// Drain deadline at stop.
@@ -702,7 +702,7 @@ impl TryFrom<Args> for Config {
             })?),
         };
         let revalidate = Duration::from_secs_f64(a.cache_revalidate);
-        let cache = crate::cache::store::CacheConfig {
+        let cache = crate::cache::limits::CacheConfig {
             size: a.cache_size,
             max_file: a.cache_max_file,
             compress_min: a.compress_min,
@@ -711,7 +711,7 @@ impl TryFrom<Args> for Config {
             compress_wait: Duration::from_secs_f64(a.compress_wait),
             compress_threads: a
                 .compress_threads
-                .unwrap_or_else(crate::cache::store::default_compress_threads),
+                .unwrap_or_else(crate::cache::limits::default_compress_threads),
             compress_queue: a.compress_queue,
         };
         cache.validate().map_err(ConfigError)?;

@@ -26,8 +26,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::cache::compress;
+use crate::cache::keys::FileKey;
 use crate::cache::negotiate::Encoding;
-use crate::cache::store::FileKey;
 use crate::conn::handler::{path_of, route_afresh, ConnCtx};
 use crate::conn::head_guard::HeadGuard;
 use crate::conn::stream::ClientStream;
@@ -503,7 +503,7 @@ async fn warm(miss: Miss, ctx: &ConnCtx, runtime: &crate::daemon::state::Runtime
 /// Where a static answer's head and body come from.
 enum Rep {
     /// A representation in the cache (its body in memory).
-    Cached(crate::cache::store::Representation),
+    Cached(crate::cache::representation::Representation),
     /// The file on disk, too large for the cache: identity, sent with sendfile(2).
     Disk { etag: String, last_modified: String },
 }

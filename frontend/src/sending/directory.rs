@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::cache::store::{ListingFormat, ListingKey};
+use crate::cache::keys::{ListingFormat, ListingKey};
 use crate::config::Config;
 use crate::error::FrontError;
 use crate::route::decide::ListingDir;

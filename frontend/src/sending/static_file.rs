@@ -29,8 +29,10 @@ use http::header::{
 use http::{Method, Response, StatusCode};
 
 use crate::cache::compress;
+use crate::cache::keys::FileKey;
 use crate::cache::negotiate::Encoding;
-use crate::cache::store::{ContentCache, FileHead, FileKey, Representation};
+use crate::cache::representation::{FileHead, Representation};
+use crate::cache::store::ContentCache;
 use crate::config::Config;
 use crate::error::{FrontError, StaleFile};
 use crate::pages;
