@@ -576,9 +576,9 @@ pub struct Config {
     /// `X-Khttpd-Route` on every answer.
     pub route_header: bool,
     /// Where access-log lines go.
-    pub access_log: crate::logging::access_log::LogTarget,
+    pub access_log: crate::logging::format::LogTarget,
     /// Their format.
-    pub log_format: crate::logging::access_log::LogFormat,
+    pub log_format: crate::logging::format::LogFormat,
 }
 
 /// Why a configuration was refused: one line for the operator.

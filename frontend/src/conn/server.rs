@@ -374,25 +374,23 @@ fn refused_head(e: &hyper::Error) -> Option<u16> {
 /// Apache's and nginx's.
 fn log_refused(ctx: &ConnCtx, status: u16) {
     let log = &ctx.shared.access_log;
-    let record = log
-        .enabled()
-        .then(|| crate::logging::access_log::LogRecord {
-            client: ctx.peer.ip(),
-            time: std::time::SystemTime::now(),
-            method: String::new(),
-            target: String::new(),
-            version: "",
-            status,
-            bytes: 0,
-            referer: None,
-            user_agent: None,
-            duration: Duration::ZERO,
-            route: "error",
-            host: None,
-            request_id: None,
-            upstream: None,
-            upstream_time: None,
-        });
+    let record = log.enabled().then(|| crate::logging::log_line::LogRecord {
+        client: ctx.peer.ip(),
+        time: std::time::SystemTime::now(),
+        method: String::new(),
+        target: String::new(),
+        version: "",
+        status,
+        bytes: 0,
+        referer: None,
+        user_agent: None,
+        duration: Duration::ZERO,
+        route: "error",
+        host: None,
+        request_id: None,
+        upstream: None,
+        upstream_time: None,
+    });
     let outcome = Outcome::new(crate::daemon::stats::RouteKind::Error, status, 0);
     finish(&ctx.stats, log, record, &outcome, std::time::Instant::now());
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use khttpd_bridge::Upstream;
 
 use crate::daemon::stats::{DaemonStats, RouteKind};
-use crate::logging::access_log::{AccessLog, LogRecord};
+use crate::logging::access_log::AccessLog;
+use crate::logging::log_line::LogRecord;
 
 /// What an answer came to.
 #[derive(Debug, Clone)]

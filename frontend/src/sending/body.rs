@@ -17,7 +17,8 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::daemon::stats::StageGuard;
-use crate::logging::access_log::{AccessLog, LogRecord};
+use crate::logging::access_log::AccessLog;
+use crate::logging::log_line::LogRecord;
 
 /// A piece of a streamed body: literal bytes (multipart heads) or a byte range of the file.
 #[derive(Debug, Clone)]
