@@ -11,9 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use khttpd_front::control::socket::{
-    call_blocking, default_socket_path, CallError, Reply, Request,
-};
+use khttpd_front::control::client::{call_blocking, CallError};
+use khttpd_front::control::protocol::{default_socket_path, Reply, Request};
 use serde_json::{Map, Value};
 
 /// Exit status for a usage error (EX_USAGE from sysexits.h).

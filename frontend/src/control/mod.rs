@@ -1,5 +1,11 @@
-//! Run-time control: the control socket of `khttpd-ctl` (kHTTPd's /proc/sys/net/khttpd) and the
-//! loopback admin listener (`/healthz`, `/metrics`).
+//! Run-time control: the control socket of `khttpd-ctl` (kHTTPd's /proc/sys/net/khttpd), its
+//! [`protocol`], the management daemon's [`server`] and the [`client`]; and the loopback admin
+//! listener ([`admin`]: `/healthz`, `/metrics`).
 
 pub mod admin;
-pub mod socket;
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+#[cfg(test)]
+mod tests;

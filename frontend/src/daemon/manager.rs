@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::knobs::{self, Settings};
 use crate::config::{Args, Config};
-use crate::control::socket::{self, Reply, Request};
+use crate::control::protocol::{default_socket_path, Reply, Request};
+use crate::control::server;
 use crate::daemon::main_daemon::{self, Daemons};
 use crate::daemon::state::{Runtime, Shared};
 use crate::logging::access_log::AccessLog;
@@ -96,10 +97,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
     }
     let admin_addr = config.admin_listen;
     let shared = Shared::new(Runtime::new(config, None), log.clone(), threads);
-    let control_path = args
-        .control
-        .clone()
-        .unwrap_or_else(socket::default_socket_path);
+    let control_path = args.control.clone().unwrap_or_else(default_socket_path);
     let mut m = Manager {
         settings,
         args,
@@ -121,7 +119,7 @@ pub fn run(settings: Settings, args: Args, config: Config) -> Result<(), StartEr
     } else {
         Some(m.bind()?)
     };
-    let control = socket::bind(&m.control_path)
+    let control = server::bind(&m.control_path)
         .map_err(|e| StartError::Control(m.control_path.clone(), e))?;
     let admin = match admin_addr {
         Some(addr) => {
@@ -279,7 +277,7 @@ impl Manager {
             }
             None => None,
         };
-        let handler = socket::handler(move |req| {
+        let handler = server::handler(move |req| {
             let tx = tx.clone();
             async move {
                 let (reply_tx, reply_rx) = oneshot::channel();
@@ -292,7 +290,7 @@ impl Manager {
             }
         });
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(socket::serve(control, handler, async move {
+        let server = tokio::spawn(server::serve(control, handler, async move {
             let _ = done_rx.await;
         }));
         let signals = (
