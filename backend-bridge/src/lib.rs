@@ -15,7 +15,7 @@
 //!   and held for slow clients by `spool`; for plain GETs and HEADs the front has parsed
 //!   itself, [`Session::relay`] in [`relay`] carries the bytes without hyper;
 //! - errors by blame and their statuses: [`error`]; the HTTP/1.1 limits every parser shares:
-//!   [`h1`].
+//!   [`h1`], which also reads a backend answer's head and framing for the relay.
 //!
 //! Use: one [`Upstreams`] per server (shared), one [`Bridge`] per main daemon, one
 //! [`Session`] per client connection, [`Session::forward`] (or [`Session::relay`]) per request.
@@ -44,6 +44,7 @@ pub use body::{AnswerBody, Buffered, ClientBody};
 pub use bridge::{Bridge, ClientInfo, Session, Upstream};
 pub use config::{BridgeConfig, Cidr, ConfigError, ProxyProtocol};
 pub use error::{BridgeError, Phase};
-pub use relay::{Framing, RelayRequest, Relayed};
+pub use h1::Framing;
+pub use relay::{RelayRequest, Relayed};
 pub use spool::SpoolCounts;
 pub use upstreams::{BackendStats, Upstreams};
