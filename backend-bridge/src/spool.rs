@@ -23,7 +23,7 @@ const FILE_CHUNK: usize = 64 * 1024;
 
 /// Counters of answer buffering, over all main daemons.
 #[derive(Debug, Default)]
-pub struct SpoolStats {
+pub(crate) struct SpoolStats {
     buffered: AtomicU64,
     to_disk: AtomicU64,
     streamed: AtomicU64,
@@ -55,7 +55,7 @@ pub struct SpoolCounts {
 
 impl SpoolStats {
     /// The counters now.
-    pub fn counts(&self) -> SpoolCounts {
+    pub(crate) fn counts(&self) -> SpoolCounts {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SpoolCounts {
             buffered: get(&self.buffered),

@@ -17,7 +17,7 @@ use crate::userspace::upload::UploadError;
 
 /// Why the front answers with an error.
 #[derive(Debug, thiserror::Error)]
-pub enum FrontError {
+pub(crate) enum FrontError {
     /// The client's head frames its body ambiguously or lacks a Host (400), or uses a transfer
     /// coding we do not take (501): the connection cannot carry another request either.
     #[error("request framing: {1}")]
@@ -46,7 +46,7 @@ pub enum FrontError {
 
 impl FrontError {
     /// The status the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             FrontError::Framing(status, _) => *status,
             FrontError::Route(r) => r.status(),
@@ -73,7 +73,7 @@ impl FrontError {
     }
 
     /// The page for this error: its status, the page, and the fields its kind needs.
-    pub fn page(&self) -> Response<Body> {
+    pub(crate) fn page(&self) -> Response<Body> {
         let status = self.status();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(error = %self, "answered 500");

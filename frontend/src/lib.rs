@@ -17,17 +17,17 @@
 //!   `/healthz`);
 //! - [`error`] and [`pages`]: the one error type by blame and the pages it maps to.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod control;
 pub mod daemon;
-pub mod error;
-pub mod logging;
-pub mod pages;
-pub mod route;
-pub mod sending;
-pub mod userspace;
+pub(crate) mod error;
+pub(crate) mod logging;
+pub(crate) mod pages;
+pub(crate) mod route;
+pub(crate) mod sending;
+pub(crate) mod userspace;
 
 pub use daemon::embedded::run;
 

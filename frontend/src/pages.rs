@@ -9,10 +9,10 @@ use http::{Response, StatusCode};
 use crate::sending::body::Body;
 
 /// The media type of every error page.
-pub const ERROR_TYPE: &str = "text/html; charset=utf-8";
+pub(crate) const ERROR_TYPE: &str = "text/html; charset=utf-8";
 
 /// The HTML of an error page for `status` with a one-line explanation.
-pub fn error_html(status: StatusCode, detail: &str) -> String {
+pub(crate) fn error_html(status: StatusCode, detail: &str) -> String {
     let reason = status.canonical_reason().unwrap_or("Error");
     let code = status.as_u16();
     format!(
@@ -22,7 +22,7 @@ pub fn error_html(status: StatusCode, detail: &str) -> String {
 }
 
 /// An error page for `status` with a one-line explanation.
-pub fn error(status: StatusCode, detail: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, detail: &str) -> Response<Body> {
     let html = error_html(status, detail);
     let mut r = Response::new(Body::full(html.clone()));
     *r.status_mut() = status;
@@ -33,7 +33,7 @@ pub fn error(status: StatusCode, detail: &str) -> Response<Body> {
 }
 
 /// 405 with `Allow: GET, HEAD`, for methods the front cannot serve and no backend can take.
-pub fn method_not_allowed() -> Response<Body> {
+pub(crate) fn method_not_allowed() -> Response<Body> {
     let mut r = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "This server serves static files only (GET and HEAD); no backend is configured for other methods.",
@@ -44,7 +44,7 @@ pub fn method_not_allowed() -> Response<Body> {
 }
 
 /// The explanation shown for a status when the caller has none more specific.
-pub fn default_detail(status: StatusCode) -> &'static str {
+pub(crate) fn default_detail(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "The request could not be understood.",
         403 => "You do not have permission to access this resource.",

@@ -27,24 +27,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Every test finishes within this, or fails.
-pub const TEST_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const TEST_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs a test body under [`TEST_DEADLINE`].
-pub async fn bounded<F: Future<Output = ()>>(f: F) {
+pub(crate) async fn bounded<F: Future<Output = ()>>(f: F) {
     tokio::time::timeout(TEST_DEADLINE, f)
         .await
         .expect("test ran past its deadline");
 }
 
 /// The header the test front puts on its own error answers: the error's kind.
-pub const ERROR_KIND: &str = "x-bridge-error";
+pub(crate) const ERROR_KIND: &str = "x-bridge-error";
 
-pub type ClientBody = BoxBody<Bytes, Infallible>;
+pub(crate) type ClientBody = BoxBody<Bytes, Infallible>;
 type FrontBody = Either<khttpd_bridge::AnswerBody, Full<Bytes>>;
 
 /// The two ways a request reaches the backend; the tests of plain GETs run through both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub(crate) enum Path {
     /// `Session::forward`, through hyper on both sides.
     Forward,
     /// `Session::relay`, the fast path's raw relay.
@@ -71,13 +71,13 @@ pub(crate) use both_paths;
 /// A front on 127.0.0.1:0 whose every request goes through `Session::forward`, with
 /// `.with_upgrades()` on its connections as the real front must have; or, on [`Path::Relay`],
 /// a raw front like khttpd-front's fast path whose every request goes through `Session::relay`.
-pub struct Front {
+pub(crate) struct Front {
     pub addr: SocketAddr,
     pub bridge: Arc<Bridge>,
 }
 
 impl Front {
-    pub async fn start_on(path: Path, cfg: BridgeConfig) -> Front {
+    pub(crate) async fn start_on(path: Path, cfg: BridgeConfig) -> Front {
         match path {
             Path::Forward => Front::start(cfg).await,
             Path::Relay => Front::start_relay(cfg).await,
@@ -85,7 +85,7 @@ impl Front {
     }
 
     /// The relay front: GET and HEAD only (anything else is a test error).
-    pub async fn start_relay(cfg: BridgeConfig) -> Front {
+    pub(crate) async fn start_relay(cfg: BridgeConfig) -> Front {
         let bridge = Bridge::new(Upstreams::new(cfg));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -105,7 +105,7 @@ impl Front {
         Front { addr, bridge }
     }
 
-    pub async fn start(cfg: BridgeConfig) -> Front {
+    pub(crate) async fn start(cfg: BridgeConfig) -> Front {
         let bridge = Bridge::new(Upstreams::new(cfg));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -154,7 +154,7 @@ impl Front {
         Front { addr, bridge }
     }
 
-    pub fn stats(&self) -> Vec<BackendStats> {
+    pub(crate) fn stats(&self) -> Vec<BackendStats> {
         self.bridge.upstreams().snapshot()
     }
 }
@@ -252,17 +252,17 @@ async fn relay_connection(mut stream: TcpStream, session: Session) {
 }
 
 /// A client connection to the front, optionally from a chosen local address (127.0.0.2).
-pub struct Client {
+pub(crate) struct Client {
     pub sender: client::SendRequest<ClientBody>,
     pub local: SocketAddr,
 }
 
 impl Client {
-    pub async fn connect(front: SocketAddr) -> Client {
+    pub(crate) async fn connect(front: SocketAddr) -> Client {
         Client::connect_from(None, front).await
     }
 
-    pub async fn connect_from(ip: Option<IpAddr>, front: SocketAddr) -> Client {
+    pub(crate) async fn connect_from(ip: Option<IpAddr>, front: SocketAddr) -> Client {
         let socket = TcpSocket::new_v4().unwrap();
         if let Some(ip) = ip {
             socket.bind(SocketAddr::new(ip, 0)).unwrap();
@@ -274,40 +274,43 @@ impl Client {
         Client { sender, local }
     }
 
-    pub async fn send(&mut self, req: Request<ClientBody>) -> Response<Incoming> {
+    pub(crate) async fn send(&mut self, req: Request<ClientBody>) -> Response<Incoming> {
         self.sender.ready().await.unwrap();
         self.sender.send_request(req).await.unwrap()
     }
 
     /// Sends and reads the whole answer.
-    pub async fn fetch(&mut self, req: Request<ClientBody>) -> (http::response::Parts, String) {
+    pub(crate) async fn fetch(
+        &mut self,
+        req: Request<ClientBody>,
+    ) -> (http::response::Parts, String) {
         let (parts, body) = self.send(req).await.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
         (parts, String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    pub async fn get(&mut self, path: &str) -> (http::response::Parts, String) {
+    pub(crate) async fn get(&mut self, path: &str) -> (http::response::Parts, String) {
         self.fetch(get(path)).await
     }
 }
 
 /// One request on a fresh client connection.
-pub async fn fetch_once(
+pub(crate) async fn fetch_once(
     front: SocketAddr,
     req: Request<ClientBody>,
 ) -> (http::response::Parts, String) {
     Client::connect(front).await.fetch(req).await
 }
 
-pub fn empty() -> ClientBody {
+pub(crate) fn empty() -> ClientBody {
     Full::new(Bytes::new()).boxed()
 }
 
-pub fn full(data: impl Into<Bytes>) -> ClientBody {
+pub(crate) fn full(data: impl Into<Bytes>) -> ClientBody {
     Full::new(data.into()).boxed()
 }
 
-pub fn get(path: &str) -> Request<ClientBody> {
+pub(crate) fn get(path: &str) -> Request<ClientBody> {
     Request::get(path)
         .header("host", "front.test")
         .body(empty())
@@ -316,14 +319,14 @@ pub fn get(path: &str) -> Request<ClientBody> {
 
 /// A body of `total` bytes in `chunk`-sized frames, made as it is polled (never all in
 /// memory); `exact` decides whether it announces its length (Content-Length) or not (chunked).
-pub struct Repeat {
+pub(crate) struct Repeat {
     chunk: Bytes,
     remaining: u64,
     exact: bool,
 }
 
 impl Repeat {
-    pub fn body(total: u64, chunk: usize, exact: bool) -> ClientBody {
+    pub(crate) fn body(total: u64, chunk: usize, exact: bool) -> ClientBody {
         Repeat {
             chunk: Bytes::from(vec![b'x'; chunk]),
             remaining: total,
@@ -363,7 +366,7 @@ impl Body for Repeat {
 }
 
 /// Reads a body to its end, counting bytes and checking every one is `byte`.
-pub async fn drain_counting(mut body: Incoming, byte: u8) -> u64 {
+pub(crate) async fn drain_counting(mut body: Incoming, byte: u8) -> u64 {
     let mut n = 0u64;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.unwrap().into_data() {
@@ -375,13 +378,13 @@ pub async fn drain_counting(mut body: Incoming, byte: u8) -> u64 {
 }
 
 /// `KEY=value` lines (as the PHP fixtures print them) as a lookup.
-pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
+pub(crate) fn field<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .unwrap_or_else(|| panic!("no {key}= in:\n{text}"))
 }
 
-pub fn error_kind(parts: &http::response::Parts) -> &str {
+pub(crate) fn error_kind(parts: &http::response::Parts) -> &str {
     parts
         .headers
         .get(ERROR_KIND)
@@ -389,7 +392,7 @@ pub fn error_kind(parts: &http::response::Parts) -> &str {
         .unwrap_or("")
 }
 
-pub fn assert_status(parts: &http::response::Parts, status: u16, kind: &str) {
+pub(crate) fn assert_status(parts: &http::response::Parts, status: u16, kind: &str) {
     assert_eq!(
         parts.status,
         StatusCode::from_u16(status).unwrap(),
@@ -399,7 +402,7 @@ pub fn assert_status(parts: &http::response::Parts, status: u16, kind: &str) {
 }
 
 /// Polls `check` until it holds or 5 s pass.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..500 {
         if check() {
             return;
@@ -410,13 +413,13 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// A raw-TCP backend: `handle(stream, n)` runs for the n-th accepted connection (0-based).
-pub struct FakeBackend {
+pub(crate) struct FakeBackend {
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
 }
 
 impl FakeBackend {
-    pub async fn start<F, Fut>(handle: F) -> FakeBackend
+    pub(crate) async fn start<F, Fut>(handle: F) -> FakeBackend
     where
         F: Fn(TcpStream, usize) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -435,14 +438,14 @@ impl FakeBackend {
     }
 
     /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 }
 
 /// Reads one request head (up to the blank line); `None` at EOF. Bytes after the head stay
 /// in `buf`.
-pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+pub(crate) async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
@@ -458,7 +461,7 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Stri
 }
 
 /// The Content-Length of a raw head (0 when absent).
-pub fn content_length(head: &str) -> usize {
+pub(crate) fn content_length(head: &str) -> usize {
     head.lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -469,7 +472,7 @@ pub fn content_length(head: &str) -> usize {
 }
 
 /// Reads `n` body bytes (some may already be in `buf`).
-pub async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, n: usize) {
+pub(crate) async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, n: usize) {
     while buf.len() < n {
         let mut chunk = [0u8; 65536];
         match stream.read(&mut chunk).await {
@@ -481,7 +484,7 @@ pub async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, n: usize) {
 }
 
 /// Answers every request on the connection with `200 ok` (keep-alive).
-pub async fn answer_ok(mut stream: TcpStream) {
+pub(crate) async fn answer_ok(mut stream: TcpStream) {
     let mut buf = Vec::new();
     while let Some(head) = read_head(&mut stream, &mut buf).await {
         read_body(&mut stream, &mut buf, content_length(&head)).await;
@@ -496,18 +499,18 @@ pub async fn answer_ok(mut stream: TcpStream) {
 }
 
 /// A backend that answers `200 ok` to everything.
-pub async fn ok_backend() -> FakeBackend {
+pub(crate) async fn ok_backend() -> FakeBackend {
     FakeBackend::start(|stream, _| answer_ok(stream)).await
 }
 
 /// A loopback address nothing listens on.
-pub fn dead_addr() -> SocketAddr {
+pub(crate) fn dead_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
 
 /// A config for tests: short deadlines, one backend.
-pub fn config(backend: SocketAddr) -> BridgeConfig {
+pub(crate) fn config(backend: SocketAddr) -> BridgeConfig {
     BridgeConfig {
         backends: vec![backend.into()],
         timeout: Duration::from_secs(5),

@@ -42,7 +42,7 @@ const MIN_SAVING_DIVISOR: usize = 32;
 /// Whether compressing a body of this type and size is worth trying: the type is compressible (the
 /// caller passes `khttpd_mime`'s flag: text, JSON, SVG…, not JPEG or zip) and `len >= min_len`
 /// (below a few hundred bytes the coding's headers eat the saving).
-pub fn worth_compressing(compressible: bool, len: u64, min_len: u64) -> bool {
+pub(crate) fn worth_compressing(compressible: bool, len: u64, min_len: u64) -> bool {
     compressible && len >= min_len
 }
 
@@ -51,7 +51,7 @@ pub fn worth_compressing(compressible: bool, len: u64, min_len: u64) -> bool {
 /// 9). Blocking and CPU-heavy: call it on a blocking thread. Returns `None`
 /// when `enc` is identity, when encoding fails, or when the result does not save at least 16 bytes
 /// and 1/32 of the input.
-pub fn compress(data: &[u8], enc: Encoding) -> Option<Bytes> {
+pub(crate) fn compress(data: &[u8], enc: Encoding) -> Option<Bytes> {
     let mut out = match enc {
         Encoding::Identity => return None,
         Encoding::Br => brotli(data)?,

@@ -7,7 +7,7 @@ use crate::route::fs::Meta;
 
 /// A file version: the strong validator the cache keys bodies on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileKey {
+pub(crate) struct FileKey {
     /// Device.
     pub dev: u64,
     /// Inode.
@@ -20,7 +20,7 @@ pub struct FileKey {
 
 impl FileKey {
     /// The version of the file `meta` describes.
-    pub fn of(meta: &Meta) -> FileKey {
+    pub(crate) fn of(meta: &Meta) -> FileKey {
         FileKey {
             dev: meta.dev,
             ino: meta.ino,
@@ -32,7 +32,7 @@ impl FileKey {
 
 /// Which rendering of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListingFormat {
+pub(crate) enum ListingFormat {
     /// `text/html`.
     Html,
     /// `application/json`.
@@ -41,7 +41,7 @@ pub enum ListingFormat {
 
 /// A rendered listing: the directory's version, the format and the path shown in the page.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ListingKey {
+pub(crate) struct ListingKey {
     /// Directory device.
     pub dev: u64,
     /// Directory inode.
@@ -58,7 +58,7 @@ pub struct ListingKey {
 
 impl ListingKey {
     /// The key of `format` for the directory `meta` describes, shown as `display`.
-    pub fn of(meta: &Meta, format: ListingFormat, display: &str) -> ListingKey {
+    pub(crate) fn of(meta: &Meta, format: ListingFormat, display: &str) -> ListingKey {
         ListingKey {
             dev: meta.dev,
             ino: meta.ino,

@@ -41,7 +41,7 @@ pub struct CacheConfig {
 }
 
 /// Half the cores, at least one.
-pub fn default_compress_threads() -> usize {
+pub(crate) fn default_compress_threads() -> usize {
     (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
 }
 

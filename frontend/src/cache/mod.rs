@@ -4,15 +4,15 @@
 //! limits ([`limits`]); the cache itself ([`store`]), its variant selection ([`variants`]) over
 //! [`negotiate`] and [`compress`], and the verdict cache ([`verdicts`]).
 
-pub mod compress;
-pub mod keys;
-pub mod limits;
-pub mod map;
-pub mod negotiate;
-pub mod representation;
-pub mod store;
-pub mod variants;
-pub mod verdicts;
+pub(crate) mod compress;
+pub(crate) mod keys;
+pub(crate) mod limits;
+pub(crate) mod map;
+pub(crate) mod negotiate;
+pub(crate) mod representation;
+pub(crate) mod store;
+pub(crate) mod variants;
+pub(crate) mod verdicts;
 
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@
 
 /// A content coding the front can send (RFC 9110 §8.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     /// No transformation.
     Identity,
     /// Brotli (RFC 7932).
@@ -29,10 +29,10 @@ pub enum Encoding {
 
 impl Encoding {
     /// The compressed codings in server preference order (smallest output first).
-    pub const COMPRESSED: [Encoding; 3] = [Encoding::Br, Encoding::Zstd, Encoding::Gzip];
+    pub(crate) const COMPRESSED: [Encoding; 3] = [Encoding::Br, Encoding::Zstd, Encoding::Gzip];
 
     /// The content-coding token, as sent in `Content-Encoding` (`zstd`, not `zst`).
-    pub fn token(self) -> &'static str {
+    pub(crate) fn token(self) -> &'static str {
         match self {
             Encoding::Identity => "identity",
             Encoding::Br => "br",
@@ -42,7 +42,7 @@ impl Encoding {
     }
 
     /// What this coding adds inside the file version's ETag, so each representation has its own.
-    pub fn etag_suffix(self) -> &'static str {
+    pub(crate) fn etag_suffix(self) -> &'static str {
         match self {
             Encoding::Identity => "",
             Encoding::Br => "-br",
@@ -52,7 +52,7 @@ impl Encoding {
     }
 
     /// The extension of a precompressed sibling file (`app.js.br`), if this coding has one.
-    pub fn sibling_ext(self) -> Option<&'static str> {
+    pub(crate) fn sibling_ext(self) -> Option<&'static str> {
         match self {
             Encoding::Identity => None,
             Encoding::Br => Some(".br"),
@@ -64,7 +64,7 @@ impl Encoding {
     /// The ETag of this representation given the file version's tag: the suffix goes inside the
     /// quotes. RFC 9110 §8.8.3: a strong entity tag differs between representations of the same
     /// resource, and a gzip body is a different representation from the identity one.
-    pub fn etag(self, base: &str) -> String {
+    pub(crate) fn etag(self, base: &str) -> String {
         let suffix = self.etag_suffix();
         match base.strip_suffix('"') {
             Some(open) if !suffix.is_empty() && !open.is_empty() => {
@@ -202,7 +202,7 @@ fn is_tchar(b: u8) -> bool {
 /// an empty value means "no coding". q-values, `*` (matches codings not listed), `identity;q=0`
 /// and `*;q=0`, case-insensitive tokens and `x-gzip` are honoured. On equal q: br, zstd, gzip,
 /// identity. When everything is refused, identity is still what we send (never a 406).
-pub fn negotiate(accept_encoding: Option<&str>, available: &[Encoding]) -> Encoding {
+pub(crate) fn negotiate(accept_encoding: Option<&str>, available: &[Encoding]) -> Encoding {
     let Some(value) = accept_encoding else {
         return Encoding::Identity;
     };

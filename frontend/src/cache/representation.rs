@@ -11,7 +11,7 @@ use crate::cache::negotiate::Encoding;
 
 /// The header values of a file version, which the caller computes anyway for preconditions.
 #[derive(Debug, Clone, Copy)]
-pub struct FileHead<'a> {
+pub(crate) struct FileHead<'a> {
     /// The identity representation's ETag, quoted (`"…"`).
     pub etag: &'a str,
     /// `Last-Modified` (IMF-fixdate).
@@ -23,7 +23,7 @@ pub struct FileHead<'a> {
 /// A cached representation: body plus header values built once per version, cheap to clone
 /// (`Bytes` and `HeaderValue` are reference-counted).
 #[derive(Debug, Clone)]
-pub struct Representation {
+pub(crate) struct Representation {
     /// The body, encoded as `encoding` says.
     pub body: Bytes,
     /// The content coding of `body`.
@@ -40,7 +40,7 @@ pub struct Representation {
 
 impl Representation {
     /// The `Content-Encoding` value, `None` for identity.
-    pub fn content_encoding(&self) -> Option<HeaderValue> {
+    pub(crate) fn content_encoding(&self) -> Option<HeaderValue> {
         match self.encoding {
             Encoding::Identity => None,
             e => Some(HeaderValue::from_static(e.token())),

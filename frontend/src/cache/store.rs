@@ -35,7 +35,7 @@ use crate::cache::map::{
 
 /// Counters for `khttpd-ctl status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
+pub(crate) struct CacheStats {
     /// Lookups answered from memory (negative entries included).
     pub hits: u64,
     /// Lookups that had to load, compress, render or re-stat.
@@ -61,7 +61,7 @@ pub struct CacheStats {
 }
 
 /// The shared content cache. `M` is the routing metadata type kept by [`ContentCache::put_fresh`].
-pub struct ContentCache<M = ()> {
+pub(crate) struct ContentCache<M = ()> {
     pub(super) cfg: CacheConfig,
     pub(super) map: Map<M>,
     pub(super) counters: Arc<Counters>,
@@ -80,7 +80,7 @@ impl<M> std::fmt::Debug for ContentCache<M> {
 
 impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     /// Builds the cache; share the `Arc` between all main daemons.
-    pub fn new(cfg: CacheConfig) -> Arc<ContentCache<M>> {
+    pub(crate) fn new(cfg: CacheConfig) -> Arc<ContentCache<M>> {
         let largest = cfg.max_file + slot_bytes::<M>() + HEADER_VALUES;
         let fit = (cfg.size / largest.saturating_mul(LARGEST_PER_SHARD)).max(1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -118,12 +118,12 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     }
 
     /// The limits in force.
-    pub fn config(&self) -> &CacheConfig {
+    pub(crate) fn config(&self) -> &CacheConfig {
         &self.cfg
     }
 
     /// A rendered listing, if one younger than `revalidate` is held.
-    pub fn listing(&self, key: &ListingKey, now: Instant) -> Option<Bytes> {
+    pub(crate) fn listing(&self, key: &ListingKey, now: Instant) -> Option<Bytes> {
         match self.map.get(&KeyRef::Listing(key)) {
             Some(Value::Listing { body, stamp }) if self.fresh(stamp, now) => {
                 self.hit();
@@ -137,13 +137,13 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     }
 
     /// Keeps a rendered listing, stamped `now`.
-    pub fn put_listing(&self, key: ListingKey, body: Bytes, now: Instant) {
+    pub(crate) fn put_listing(&self, key: ListingKey, body: Bytes, now: Instant) {
         self.map
             .insert(Key::Listing(key), Value::Listing { body, stamp: now });
     }
 
     /// A snapshot of the counters and gauges.
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         let c = &self.counters;
         CacheStats {
             hits: c.hits.load(Ordering::Relaxed),

@@ -52,7 +52,7 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     /// return exactly `key.len` bytes (an `Err` is returned otherwise: the file changed). Concurrent
     /// misses for one key wait for the same load. Files over `max_file` are loaded for this request
     /// only: stream those instead.
-    pub async fn identity<F>(
+    pub(crate) async fn identity<F>(
         self: &Arc<Self>,
         key: &FileKey,
         head: &FileHead<'_>,
@@ -99,8 +99,11 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     /// any (canonical path and size, checked by the caller's policy: regular, inside the root,
     /// servable, not older than the file); it is read once. Else the variant is compressed once from
     /// `identity`, at most `compress_threads` at a time. Concurrent first requests wait for the same
-    /// work. Files over `max_file` get `None`: stream those.
-    pub async fn variant<S>(
+    /// work. Files over `max_file` get `None`: stream those. (The server asks through [`select`].)
+    ///
+    /// [`select`]: ContentCache::select
+    #[cfg(test)]
+    pub(crate) async fn variant<S>(
         self: &Arc<Self>,
         key: &FileKey,
         enc: Encoding,
@@ -120,7 +123,7 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     /// empty for a Range request), falling back to the client's next choice when one does not pay
     /// or is not ready within `compress_wait` in all, and ending at `identity`. `sibling` is
     /// [`ContentCache::variant`]'s, for each coding: it runs only on a miss, on the blocking pool.
-    pub async fn select<S>(
+    pub(crate) async fn select<S>(
         self: &Arc<Self>,
         key: &FileKey,
         accept_encoding: Option<&str>,
@@ -290,13 +293,13 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     }
 
     /// The identity body of `key` if it is held, without waiting or loading (the fast path's lookup).
-    pub fn peek_identity(&self, key: &FileKey) -> Option<Representation> {
+    pub(crate) fn peek_identity(&self, key: &FileKey) -> Option<Representation> {
         self.lookup(&Key::Body(*key, Encoding::Identity)).flatten()
     }
 
     /// What [`ContentCache::select`] would answer, when everything that choice needs is already
     /// held; `None` sends the request down the path that can load and compress.
-    pub fn select_cached(
+    pub(crate) fn select_cached(
         &self,
         key: &FileKey,
         accept_encoding: Option<&str>,

@@ -11,7 +11,7 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     /// configuration `generation`, if stored less than `revalidate` ago; else the caller re-stats
     /// and calls [`ContentCache::put_fresh`]. `generation` must change whenever a setting that
     /// routing reads does (reload, `khttpd-ctl set`), so an old verdict never outlives its config.
-    pub fn get_fresh(&self, generation: u64, path: &str, now: Instant) -> Option<M> {
+    pub(crate) fn get_fresh(&self, generation: u64, path: &str, now: Instant) -> Option<M> {
         match self.map.get(&KeyRef::Route(generation, path)) {
             Some(Value::Route { value, stamp }) if self.fresh(stamp, now) => {
                 self.hit();
@@ -25,7 +25,7 @@ impl<M: Clone + Send + Sync + 'static> ContentCache<M> {
     }
 
     /// Stores routing metadata for `path` under `generation`, stamped `now`.
-    pub fn put_fresh(&self, generation: u64, path: &str, value: M, now: Instant) {
+    pub(crate) fn put_fresh(&self, generation: u64, path: &str, value: M, now: Instant) {
         self.map.insert(
             Key::Route(generation, path.into()),
             Value::Route { value, stamp: now },

@@ -52,7 +52,7 @@ const HEAD_BUF: usize = 2048;
 const OUT_BUF: usize = 512;
 
 /// Where the connection goes after the fast path.
-pub enum Next<T> {
+pub(crate) enum Next<T> {
     /// It is closed (client left, keep-alive over, stop, or an answer with `Connection: close`).
     Closed,
     /// hyper takes over, replaying the bytes already read.
@@ -60,14 +60,14 @@ pub enum Next<T> {
 }
 
 /// An I/O object that first yields bytes already read from it.
-pub struct Prefixed<T> {
+pub(crate) struct Prefixed<T> {
     prefix: BytesMut,
     inner: T,
 }
 
 impl<T> Prefixed<T> {
     /// `inner` with nothing read ahead (a connection that never went through the fast path).
-    pub fn new(inner: T) -> Prefixed<T> {
+    pub(crate) fn new(inner: T) -> Prefixed<T> {
         Prefixed {
             prefix: BytesMut::new(),
             inner,
@@ -77,7 +77,7 @@ impl<T> Prefixed<T> {
 
 impl<S: ClientStream> Prefixed<HeadGuard<S>> {
     /// Sets TCP_NODELAY before handing the connection on.
-    pub fn nodelay(&self) {
+    pub(crate) fn nodelay(&self) {
         set_nodelay(&self.inner);
     }
 }
@@ -154,7 +154,7 @@ struct Answer {
 /// waiter and the socket's readiness. Reading and answering run in [`busy`], boxed while a
 /// request is under way, so its buffers and larger state are given back between requests (an
 /// idle connection costs about 1.6 KiB instead of 5.1).
-pub async fn serve<S: ClientStream>(
+pub(crate) async fn serve<S: ClientStream>(
     mut io: HeadGuard<S>,
     ctx: &ConnCtx,
     stop: &watch::Receiver<bool>,

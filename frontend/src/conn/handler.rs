@@ -29,7 +29,7 @@ use crate::sending::{directory, static_file};
 use crate::userspace::gzip_proxied;
 
 /// What every request of one connection shares.
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     /// State shared with the management daemon (the configuration in force, the access log).
     pub shared: Arc<Shared>,
     /// This main daemon's counters.
@@ -49,7 +49,7 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
-    pub fn new(
+    pub(crate) fn new(
         shared: Arc<Shared>,
         stats: Arc<DaemonStats>,
         peer: SocketAddr,
@@ -69,7 +69,7 @@ impl ConnCtx {
     }
 
     /// The way to the backends, when there are any.
-    pub fn session(&self) -> Option<&Session> {
+    pub(crate) fn session(&self) -> Option<&Session> {
         let bridge = self.bridge.as_ref()?;
         Some(self.session.get_or_init(|| {
             Box::new(bridge.session(khttpd_bridge::ClientInfo {
@@ -81,7 +81,7 @@ impl ConnCtx {
     }
 
     /// Whether there are backends, without making a session.
-    pub fn has_backend(&self) -> bool {
+    pub(crate) fn has_backend(&self) -> bool {
         self.bridge.is_some()
     }
 }
@@ -96,7 +96,7 @@ impl std::fmt::Debug for ConnCtx {
 }
 
 /// The hyper service: never fails; every problem becomes a status.
-pub async fn handle(
+pub(crate) async fn handle(
     req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<Body>, Infallible> {
@@ -200,7 +200,7 @@ fn gate<B>(route: Arc<Route>, req: &Request<B>, ctx: &ConnCtx, cfg: &Arc<Config>
 }
 
 /// The path of a request target, without its query: what routing depends on.
-pub fn path_of(target: &str) -> &str {
+pub(crate) fn path_of(target: &str) -> &str {
     target.split_once('?').map_or(target, |(p, _)| p)
 }
 
@@ -208,7 +208,7 @@ pub fn path_of(target: &str) -> &str {
 /// `--cache-revalidate`. `target` is the path and query exactly as sent; the verdict is decided
 /// and kept by path alone, so junk query strings cannot fill the cache (a redirect gets the
 /// request's query when it is answered).
-pub async fn route_afresh(
+pub(crate) async fn route_afresh(
     method: &Method,
     target: &str,
     ctx: &ConnCtx,
@@ -333,7 +333,7 @@ fn gzip_wanted(
 }
 
 /// Counts and logs a backend failure (both Userspace paths).
-pub fn backend_failed(ctx: &ConnCtx, reason: BackendReason, e: &khttpd_bridge::BridgeError) {
+pub(crate) fn backend_failed(ctx: &ConnCtx, reason: BackendReason, e: &khttpd_bridge::BridgeError) {
     ctx.stats
         .backend_errors
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -499,7 +499,7 @@ async fn answer_route(
 /// Heads a backend could frame differently from us are refused before routing (RFC 9112 §6.1, §6.3):
 /// Content-Length with Transfer-Encoding, a coding other than `chunked`, repeated lengths, and an
 /// HTTP/1.1 request without exactly one Host (§3.2). The byte-level cases are [`crate::conn::head_guard`]'s.
-pub fn framing_error(version: Version, h: &HeaderMap) -> Option<(StatusCode, &'static str)> {
+pub(crate) fn framing_error(version: Version, h: &HeaderMap) -> Option<(StatusCode, &'static str)> {
     if version == Version::HTTP_11 && h.get_all(HOST).iter().count() != 1 {
         return Some((
             StatusCode::BAD_REQUEST,

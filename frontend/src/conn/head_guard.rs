@@ -33,7 +33,7 @@ const POISON: u8 = 0x7f;
 
 /// The guard's deadlines.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// A complete head, from the connection's start or the head's first byte.
     pub header: Duration,
     /// Longest stall of a request body while the server waits for it.
@@ -44,7 +44,7 @@ pub struct Timeouts {
 
 /// Wraps a client connection.
 #[derive(Debug)]
-pub struct HeadGuard<T> {
+pub(crate) struct HeadGuard<T> {
     inner: T,
     scan: Scanner,
     timeouts: Timeouts,
@@ -56,7 +56,7 @@ pub struct HeadGuard<T> {
 
 impl<T> HeadGuard<T> {
     /// Guards `inner`; heads longer than `max_head` are left to hyper's own limit.
-    pub fn new(inner: T, max_head: usize, timeouts: Timeouts) -> HeadGuard<T> {
+    pub(crate) fn new(inner: T, max_head: usize, timeouts: Timeouts) -> HeadGuard<T> {
         HeadGuard {
             inner,
             scan: Scanner::new(max_head),
@@ -70,7 +70,7 @@ impl<T> HeadGuard<T> {
 
     /// Guards only the writes of `inner` (the send deadline): for a protocol that is not
     /// HTTP/1.1 (HTTP/2 frames), whose own server keeps the read deadlines.
-    pub fn aside(inner: T, timeouts: Timeouts) -> HeadGuard<T> {
+    pub(crate) fn aside(inner: T, timeouts: Timeouts) -> HeadGuard<T> {
         let mut scan = Scanner::new(0);
         scan.state = State::Aside;
         HeadGuard {
@@ -84,12 +84,12 @@ impl<T> HeadGuard<T> {
     }
 
     /// The connection underneath, for writes that bypass the guard (sendfile).
-    pub fn get_ref(&self) -> &T {
+    pub(crate) fn get_ref(&self) -> &T {
         &self.inner
     }
 
     /// The send deadline, for writes that bypass the guard.
-    pub fn send_timeout(&self) -> Duration {
+    pub(crate) fn send_timeout(&self) -> Duration {
         self.timeouts.send
     }
 
@@ -211,7 +211,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
 
 /// Where the connection is in its request stream, for the deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Between requests, after at least one: hyper's keep-alive timer applies.
     Idle,
     /// Reading a head (or waiting for the first one).
@@ -256,7 +256,7 @@ enum State {
 
 /// The framing tracker, separate from I/O so it can be tested on byte strings.
 #[derive(Debug)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     state: State,
     prev: u8,
     head: Vec<u8>,
@@ -270,7 +270,7 @@ pub struct Scanner {
 
 impl Scanner {
     /// A tracker at the start of a connection.
-    pub fn new(max_head: usize) -> Scanner {
+    pub(crate) fn new(max_head: usize) -> Scanner {
         Scanner {
             state: State::Head,
             prev: 0,
@@ -283,7 +283,7 @@ impl Scanner {
     }
 
     /// The phase for the deadlines.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self.state {
             State::Head if self.head.is_empty() && self.heads_done > 0 => Phase::Idle,
             State::Head => Phase::Head,
@@ -293,12 +293,13 @@ impl Scanner {
     }
 
     /// Whether the tracker gave up following (after poisoning or an upgrade).
-    pub fn is_aside(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_aside(&self) -> bool {
         self.state == State::Aside
     }
 
     /// Follows `bytes` just read from the client, poisoning them on the first violation.
-    pub fn feed(&mut self, bytes: &mut [u8]) {
+    pub(crate) fn feed(&mut self, bytes: &mut [u8]) {
         // Where the current request's head starts in `bytes`, if it starts in this read.
         let mut head_start: Option<usize> = if self.state == State::Head && !self.head.is_empty() {
             None

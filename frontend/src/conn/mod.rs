@@ -3,10 +3,10 @@
 //! answers from raw bytes, hyper's service ([`server`], [`handler`]) for the rest, and the wire
 //! pieces both encoders share ([`wire`]).
 
-pub mod fast_path;
-pub mod handler;
-pub mod head_guard;
-pub mod server;
-pub mod stream;
-pub mod tls;
-pub mod wire;
+pub(crate) mod fast_path;
+pub(crate) mod handler;
+pub(crate) mod head_guard;
+pub(crate) mod server;
+pub(crate) mod stream;
+pub(crate) mod tls;
+pub(crate) mod wire;

@@ -41,7 +41,7 @@ const BUSY_LINGER: Duration = Duration::from_secs(1);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The hyper connection settings of one main daemon.
-pub fn http1_builder(cfg: &Config) -> http1::Builder {
+pub(crate) fn http1_builder(cfg: &Config) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         // hyper's timer starts once the previous response is written, so it bounds the idle time
@@ -59,7 +59,7 @@ pub fn http1_builder(cfg: &Config) -> http1::Builder {
 }
 
 /// Accepts and serves connections until `stop` turns true, then drains them for `cfg.grace`.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls_listener: Option<TcpListener>,
     shared: Arc<Shared>,

@@ -42,7 +42,7 @@ pub struct Tls {
 /// (`NAME/fullchain.pem` with `NAME/privkey.pem`) and `NAME.pem` or `NAME.crt` with `NAME.key`.
 /// Entries that are neither (certbot's `README`, a half-written pair) are skipped; a directory
 /// with no pair at all is refused.
-pub fn cert_dir(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, TlsError> {
+pub(crate) fn cert_dir(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, TlsError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| TlsError(format!("--cert-dir {}: {e}", dir.display())))?;
     let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();

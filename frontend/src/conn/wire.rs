@@ -9,7 +9,7 @@ use http::header::{HeaderName, HeaderValue, SERVER, STRICT_TRANSPORT_SECURITY};
 use crate::config::Config;
 
 /// The `Server` field of every answer.
-pub const SERVER_NAME: &str = "khttpd-front";
+pub(crate) const SERVER_NAME: &str = "khttpd-front";
 
 /// Most header fields the fast path reads into its stack array; a head with more goes to hyper
 /// (whose limit is `khttpd_bridge::h1::MAX_REQUEST_FIELDS`).

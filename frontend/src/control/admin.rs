@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 /// Takes the management daemon's status snapshot (`None` while it is shutting down).
-pub type Snapshot =
+pub(crate) type Snapshot =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<Value>> + Send>> + Send + Sync>;
 
 /// The content type of `/metrics`.
@@ -35,7 +35,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<crate::daemon::state::Shared>,
     snapshot: Snapshot,
@@ -188,7 +188,7 @@ fn n(v: &Value) -> u64 {
 }
 
 /// A status snapshot (as `khttpd-ctl status --json` shows it) in the OpenMetrics text format.
-pub fn render(s: &Value) -> String {
+pub(crate) fn render(s: &Value) -> String {
     let mut reg = Registry::with_prefix("khttpd");
     let gauge = |reg: &mut Registry, name: &str, help: &str, v: i64| {
         let g = Gauge::<i64>::default();

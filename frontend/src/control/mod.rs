@@ -2,10 +2,10 @@
 //! [`protocol`], the management daemon's [`server`] and the [`client`]; and the loopback admin
 //! listener ([`admin`]: `/healthz`, `/metrics`).
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod client;
 pub mod protocol;
-pub mod server;
+pub(crate) mod server;
 
 #[cfg(test)]
 mod tests;

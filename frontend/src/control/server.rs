@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::control::protocol::{check_trusted, with_path, Reply, Request, IO_TIMEOUT, MAX_REQUEST};
 
 /// Time in-flight replies (such as the answer to `unload`) get once the socket is shutting down.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Mode of the socket: connecting needs write permission, so 0600 limits control to its owner.
 const SOCKET_MODE: u32 = 0o600;
@@ -26,13 +26,13 @@ const SOCKET_MODE: u32 = 0o600;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The future a [`Handler`] returns.
-pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+pub(crate) type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// What the management daemon does with a request.
-pub type Handler = Arc<dyn Fn(Request) -> ReplyFuture + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(Request) -> ReplyFuture + Send + Sync>;
 
 /// Wraps an async closure as a [`Handler`].
-pub fn handler<F, Fut>(f: F) -> Handler
+pub(crate) fn handler<F, Fut>(f: F) -> Handler
 where
     F: Fn(Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
@@ -42,7 +42,7 @@ where
 
 /// Binds the control socket with mode 0600, refusing when a live daemon answers there ("already
 /// running") and replacing a stale socket file. Callable without a runtime, before privileges drop.
-pub fn bind(path: &Path) -> io::Result<StdUnixListener> {
+pub(crate) fn bind(path: &Path) -> io::Result<StdUnixListener> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             // 0700: only this user ever adds or replaces the socket; root (khttpd-ctl as root)
@@ -96,7 +96,7 @@ pub fn bind(path: &Path) -> io::Result<StdUnixListener> {
 
 /// Serves requests until `shutdown` resolves, then lets replies in flight finish (up to
 /// [`SHUTDOWN_GRACE`]) and removes the socket file.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: StdUnixListener,
     handler: Handler,
     shutdown: impl Future<Output = ()>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// Upper bounds of the buckets, in microseconds; one more bucket holds everything above.
-pub const BOUNDS_US: [u64; 16] = [
+pub(crate) const BOUNDS_US: [u64; 16] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
@@ -18,14 +18,14 @@ const BUCKETS: usize = BOUNDS_US.len() + 1;
 
 /// One histogram, written by one main daemon.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [AtomicU64; BUCKETS],
     sum_us: AtomicU64,
 }
 
 impl Histogram {
     /// Counts one duration.
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let i = BOUNDS_US.partition_point(|&b| b < us);
         self.buckets[i].fetch_add(1, Relaxed);
@@ -33,7 +33,7 @@ impl Histogram {
     }
 
     /// The counts now.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
             sum_us: self.sum_us.load(Relaxed),
@@ -43,7 +43,7 @@ impl Histogram {
 
 /// A histogram's counts at one moment (per bucket, not cumulative), summable and subtractable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Count per bucket: `BOUNDS_US[i]` is bucket `i`'s upper bound; the last has none.
     pub buckets: Vec<u64>,
     /// Sum of all durations, in microseconds.
@@ -52,7 +52,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Adds `other` (another daemon's).
-    pub fn add(&mut self, other: &Snapshot) {
+    pub(crate) fn add(&mut self, other: &Snapshot) {
         self.buckets.resize(BUCKETS, 0);
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
@@ -61,7 +61,7 @@ impl Snapshot {
     }
 
     /// What was counted since `earlier`.
-    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+    pub(crate) fn since(&self, earlier: &Snapshot) -> Snapshot {
         Snapshot {
             buckets: self
                 .buckets
@@ -74,13 +74,13 @@ impl Snapshot {
     }
 
     /// How many durations.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.buckets.iter().sum()
     }
 
     /// The `q` quantile (0-1) in milliseconds, interpolated within its bucket, as Prometheus's
     /// `histogram_quantile` does; `None` without observations. Above the last bound: that bound.
-    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile_ms(&self, q: f64) -> Option<f64> {
         let total = self.count();
         if total == 0 {
             return None;

@@ -28,7 +28,7 @@ pub enum BindError {
 
 /// One main daemon's listening sockets: plain HTTP, and HTTPS when a TLS port is set.
 #[derive(Debug)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     /// The plain HTTP port.
     pub plain: TcpListener,
     /// The TLS port, if any.
@@ -38,7 +38,7 @@ pub struct Listeners {
 /// Opens `cfg.threads` listeners on the same address with `SO_REUSEPORT` (and as many on the TLS
 /// address when there is one). With port 0 the first listener picks the port and the others join
 /// it.
-pub fn bind(cfg: &Config) -> Result<Vec<Listeners>, BindError> {
+pub(crate) fn bind(cfg: &Config) -> Result<Vec<Listeners>, BindError> {
     let plain = bind_group(cfg.listen, cfg)?;
     let mut tls = match &cfg.tls {
         Some(t) => bind_group(t.addr, cfg)?.into_iter().map(Some).collect(),
@@ -53,7 +53,10 @@ pub fn bind(cfg: &Config) -> Result<Vec<Listeners>, BindError> {
 }
 
 /// `cfg.threads` listeners on `addr` (see [`bind`]).
-pub fn bind_group(mut addr: SocketAddr, cfg: &Config) -> Result<Vec<TcpListener>, BindError> {
+pub(crate) fn bind_group(
+    mut addr: SocketAddr,
+    cfg: &Config,
+) -> Result<Vec<TcpListener>, BindError> {
     // SO_REUSEPORT would let us join another server's port and split its traffic: first make sure
     // nobody listens there, with a plain socket that is closed again at once.
     if addr.port() != 0 {
@@ -130,13 +133,13 @@ fn set_defer_accept(s: &Socket, secs: u32) -> io::Result<()> {
 }
 
 /// The running main daemons.
-pub struct Daemons {
+pub(crate) struct Daemons {
     threads: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
 /// Starts one main daemon per listener; daemon `i` counts into `shared.stats[i]`.
-pub fn start(listeners: Vec<Listeners>, shared: Arc<Shared>) -> io::Result<Daemons> {
+pub(crate) fn start(listeners: Vec<Listeners>, shared: Arc<Shared>) -> io::Result<Daemons> {
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(listeners.len());
     for (i, l) in listeners.into_iter().enumerate() {
@@ -181,7 +184,7 @@ fn run_daemon(
 
 impl Daemons {
     /// Stops accepting, lets in-flight requests finish within the grace period, and waits.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.threads {
             if t.join().is_err() {

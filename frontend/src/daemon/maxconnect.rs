@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 /// Connections open over all main daemons, for maxconnect: one atomic at accept and close only.
 #[derive(Debug, Default)]
-pub struct OpenConnections(AtomicUsize);
+pub(crate) struct OpenConnections(AtomicUsize);
 
 impl OpenConnections {
     /// Takes a slot unless `max` are open.
@@ -19,7 +19,7 @@ impl OpenConnections {
     }
 
     /// Connections open now.
-    pub fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
 }

@@ -4,12 +4,12 @@
 //! library call ([`embedded`]).
 
 pub mod embedded;
-pub mod latency;
-pub mod main_daemon;
+pub(crate) mod latency;
+pub(crate) mod main_daemon;
 pub mod manager;
-pub mod maxconnect;
+pub(crate) mod maxconnect;
 pub mod memory;
-pub mod privileges;
-pub mod service_manager;
-pub mod state;
-pub mod stats;
+pub(crate) mod privileges;
+pub(crate) mod service_manager;
+pub(crate) mod state;
+pub(crate) mod stats;

@@ -10,7 +10,7 @@ use caps::{CapSet, Capability};
 use nix::unistd::{setgid, setgroups, setuid, Uid, User};
 
 /// Switches the process to `name`'s user and group. Errors are phrased for the operator.
-pub fn drop_to(name: &str) -> Result<(), String> {
+pub(crate) fn drop_to(name: &str) -> Result<(), String> {
     let user = User::from_name(name)
         .map_err(|e| format!("cannot look up user {name:?}: {e}"))?
         .ok_or_else(|| format!("no user named {name:?}"))?;

@@ -9,17 +9,17 @@ use sd_notify::NotifyState;
 
 /// Tells the service manager the server is up (`READY=1`), with a status line for `systemctl
 /// status`.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// A reload begins (`RELOADING=1`); [`ready`] ends it.
-pub fn reloading() {
+pub(crate) fn reloading() {
     notify(&[NotifyState::Reloading]);
 }
 
 /// The server is stopping (`STOPPING=1`): draining, then exit.
-pub fn stopping() {
+pub(crate) fn stopping() {
     notify(&[NotifyState::Stopping]);
 }
 
@@ -35,7 +35,7 @@ fn notify(state: &[NotifyState<'_>]) {
 /// Listening sockets inherited from socket activation: the first is the plain port, the second
 /// (if any) the TLS port, in the order of the `.socket` unit's `ListenStream=` lines.
 #[derive(Debug)]
-pub struct Inherited {
+pub(crate) struct Inherited {
     /// The plain HTTP listener.
     pub plain: TcpListener,
     /// The TLS listener, when a second socket was passed.
@@ -44,7 +44,7 @@ pub struct Inherited {
 
 impl Inherited {
     /// The sockets passed by the service manager (`LISTEN_FDS`, for this very process), if any.
-    pub fn from_env() -> std::io::Result<Option<Inherited>> {
+    pub(crate) fn from_env() -> std::io::Result<Option<Inherited>> {
         let mut fds = listenfd::ListenFd::from_env();
         if fds.len() == 0 {
             return Ok(None);

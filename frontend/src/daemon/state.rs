@@ -19,7 +19,7 @@ use crate::logging::access_log::AccessLog;
 use crate::sending::static_file::Cache;
 
 /// One consistent configuration and what is built from it.
-pub struct Runtime {
+pub(crate) struct Runtime {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The backends (None without any): concurrency limits, health and counters, shared by all daemons.
@@ -40,7 +40,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the run-time pieces for `config`, keeping `previous`'s backends (their pools, health and
     /// counters) when their settings did not change.
-    pub fn new(config: Config, previous: Option<&Runtime>) -> Runtime {
+    pub(crate) fn new(config: Config, previous: Option<&Runtime>) -> Runtime {
         let upstreams = match previous.and_then(|p| p.upstreams.as_ref()) {
             Some(u) if *u.config() == config.bridge => Some(u.clone()),
             _ if config.bridge.backends.is_empty() => None,
@@ -57,7 +57,7 @@ impl Runtime {
 
 /// State shared by the management daemon and every main daemon.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The configuration in force, swapped atomically.
     pub current: ArcSwap<Runtime>,
     /// The Logging stage.
@@ -82,7 +82,7 @@ pub struct Shared {
 
 impl Shared {
     /// State for `threads` main daemons.
-    pub fn new(runtime: Runtime, access_log: Arc<AccessLog>, threads: usize) -> Arc<Shared> {
+    pub(crate) fn new(runtime: Runtime, access_log: Arc<AccessLog>, threads: usize) -> Arc<Shared> {
         let cache = Cache::new(runtime.config.cache.clone());
         let verifier = crate::route::verify::Verifier::new(
             runtime.config.verify_max,
@@ -104,7 +104,7 @@ impl Shared {
     }
 
     /// The configuration in force now.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.current.load().config.clone()
     }
 }

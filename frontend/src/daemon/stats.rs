@@ -10,7 +10,7 @@ use crate::daemon::latency::Histogram;
 
 /// kHTTPd's stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// An open connection; counted as waiting for a head while it is in no other stage.
     WaitForHeaders,
     /// Requests whose static answer is being sent.
@@ -21,7 +21,7 @@ pub enum Stage {
 
 /// Where a request went, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
+pub(crate) enum RouteKind {
     /// Served by the front.
     Static,
     /// Handed to the backend.
@@ -32,7 +32,7 @@ pub enum RouteKind {
 
 /// One main daemon's gauges and counters.
 #[derive(Debug, Default)]
-pub struct DaemonStats {
+pub(crate) struct DaemonStats {
     /// Connections open; those neither sending nor in userspace are waiting for headers.
     pub connections: AtomicI64,
     /// Gauge: sending static data.
@@ -62,7 +62,7 @@ pub struct DaemonStats {
 
 impl DaemonStats {
     /// Counts one response.
-    pub fn count(&self, kind: RouteKind, status: u16, body_len: u64) {
+    pub(crate) fn count(&self, kind: RouteKind, status: u16, body_len: u64) {
         let c = match kind {
             RouteKind::Static => &self.static_requests,
             RouteKind::Backend => &self.backend_requests,
@@ -75,7 +75,7 @@ impl DaemonStats {
     }
 
     /// Counts how long one answer took.
-    pub fn observe(&self, kind: RouteKind, took: std::time::Duration) {
+    pub(crate) fn observe(&self, kind: RouteKind, took: std::time::Duration) {
         match kind {
             RouteKind::Backend => self.latency_backend.observe(took),
             RouteKind::Static | RouteKind::Error => self.latency_front.observe(took),
@@ -84,7 +84,7 @@ impl DaemonStats {
 
     /// Connections waiting for a request head: kHTTPd's WaitForHeaders queue, derived rather than
     /// tracked so that it can never drift from the other gauges.
-    pub fn waiting(&self) -> i64 {
+    pub(crate) fn waiting(&self) -> i64 {
         let busy = self.sending.load(Relaxed) + self.userspace.load(Relaxed);
         (self.connections.load(Relaxed) - busy).max(0)
     }
@@ -98,7 +98,7 @@ impl DaemonStats {
     }
 
     /// Moves one unit into `stage` until the guard drops.
-    pub fn enter(self: &Arc<Self>, stage: Stage) -> StageGuard {
+    pub(crate) fn enter(self: &Arc<Self>, stage: Stage) -> StageGuard {
         self.gauge(stage).fetch_add(1, Relaxed);
         StageGuard {
             stats: self.clone(),
@@ -109,7 +109,7 @@ impl DaemonStats {
 
 /// Holds one unit of a stage gauge.
 #[derive(Debug)]
-pub struct StageGuard {
+pub(crate) struct StageGuard {
     stats: Arc<DaemonStats>,
     stage: Stage,
 }

@@ -21,11 +21,11 @@ use crate::logging::log_line::LogRecord;
 use crate::logging::writer::{lock, Control, Msg, Output, Shared, Writer};
 
 /// Default capacity of the queue between the main daemons and the writer thread.
-pub const DEFAULT_QUEUE_LEN: usize = 8192;
+pub(crate) const DEFAULT_QUEUE_LEN: usize = 8192;
 
 /// The access log's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct AccessLogStats {
+pub(crate) struct AccessLogStats {
     /// Lines written.
     pub written: u64,
     /// Lines lost: the queue was full, or the write that carried them failed.
@@ -37,7 +37,7 @@ pub struct AccessLogStats {
 }
 
 /// The logging stage: a bounded queue in front of one writer thread.
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     done: Mutex<Option<(Receiver<()>, JoinHandle<()>)>>,
@@ -55,7 +55,7 @@ impl fmt::Debug for AccessLog {
 
 impl AccessLog {
     /// Opens the target and starts the writer thread; `queue_len` lines may wait (0 means the default).
-    pub fn start(
+    pub(crate) fn start(
         target: LogTarget,
         format: LogFormat,
         queue_len: usize,
@@ -100,7 +100,7 @@ impl AccessLog {
     }
 
     /// Queues one line; never blocks: with the queue full the line is dropped and counted.
-    pub fn log(&self, r: LogRecord) {
+    pub(crate) fn log(&self, r: LogRecord) {
         if !self.shared.enabled.load(Relaxed) {
             return;
         }
@@ -115,18 +115,18 @@ impl AccessLog {
     }
 
     /// Whether lines are being logged at all, so a caller can skip gathering a record.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.shared.enabled.load(Relaxed)
     }
 
     /// Makes the writer reopen its file by path before the next batch (after logrotate moved it).
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         lock(&self.shared.control).reopen = true;
         self.wake();
     }
 
     /// Switches the target; the file is opened here so that a bad path is reported to the caller.
-    pub fn set_target(&self, t: LogTarget) -> io::Result<()> {
+    pub(crate) fn set_target(&self, t: LogTarget) -> io::Result<()> {
         let output = Output::open(&t)?;
         let on = t != LogTarget::Off;
         {
@@ -143,22 +143,22 @@ impl AccessLog {
     }
 
     /// Switches the line format from the next batch on.
-    pub fn set_format(&self, f: LogFormat) {
+    pub(crate) fn set_format(&self, f: LogFormat) {
         self.shared.format.store(Arc::new(f));
     }
 
     /// The current target.
-    pub fn target(&self) -> LogTarget {
+    pub(crate) fn target(&self) -> LogTarget {
         lock(&self.shared.target).clone()
     }
 
     /// The current format.
-    pub fn format(&self) -> LogFormat {
+    pub(crate) fn format(&self) -> LogFormat {
         LogFormat::clone(&self.shared.format.load())
     }
 
     /// The counters and the queue depth.
-    pub fn stats(&self) -> AccessLogStats {
+    pub(crate) fn stats(&self) -> AccessLogStats {
         let s = &self.shared;
         // taken is read first: it never passes queued, so the difference cannot go negative.
         let taken = s.taken.load(Relaxed);
@@ -172,7 +172,7 @@ impl AccessLog {
     }
 
     /// At exit: stops taking lines, writes what is queued, and waits up to `timeout` for the writer.
-    pub fn flush_and_stop(&self, timeout: Duration) {
+    pub(crate) fn flush_and_stop(&self, timeout: Duration) {
         {
             let mut c = lock(&self.shared.control);
             c.stop = true;

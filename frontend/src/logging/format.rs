@@ -87,7 +87,7 @@ impl fmt::Display for LogTarget {
 /// Appends one line (with its `\n`) in Apache's combined format,
 /// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"`:
 /// `127.0.0.1 - - [22/Nov/2026:02:31:50 +0000] "GET /x HTTP/1.1" 200 12 "-" "curl/8"`.
-pub fn format_combined(r: &LogRecord, out: &mut Vec<u8>) {
+pub(crate) fn format_combined(r: &LogRecord, out: &mut Vec<u8>) {
     let client = r.client.to_canonical();
     let _ = write!(out, "{client} - - [");
     push_clf_time(out, r.time);
@@ -112,7 +112,7 @@ pub fn format_combined(r: &LogRecord, out: &mut Vec<u8>) {
 }
 
 /// Appends one JSON line (with its `\n`) with the combined fields plus `duration_ms` and `route`.
-pub fn format_json(r: &LogRecord, out: &mut Vec<u8>) {
+pub(crate) fn format_json(r: &LogRecord, out: &mut Vec<u8>) {
     #[derive(Serialize)]
     struct Line<'a> {
         time: String,

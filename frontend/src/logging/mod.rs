@@ -3,9 +3,9 @@
 //! by the handle the daemons hold ([`access_log`]) for the writer thread off the request path
 //! ([`writer`]).
 
-pub mod access_log;
-pub mod finish;
-pub mod format;
-pub mod log_line;
-pub mod log_template;
-pub mod writer;
+pub(crate) mod access_log;
+pub(crate) mod finish;
+pub(crate) mod format;
+pub(crate) mod log_line;
+pub(crate) mod log_template;
+pub(crate) mod writer;

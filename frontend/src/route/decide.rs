@@ -29,7 +29,7 @@ use crate::route::path::{self, DecodedPath, PathError};
 
 /// Why a request goes to the backend (kHTTPd's Userspace queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendReason {
+pub(crate) enum BackendReason {
     /// Any method but GET and HEAD.
     Method,
     /// A dynamic extension or prefix.
@@ -53,7 +53,7 @@ pub enum BackendReason {
 
 impl BackendReason {
     /// Short name for logs and counters.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BackendReason::Method => "method",
             BackendReason::Dynamic => "dynamic",
@@ -70,7 +70,7 @@ impl BackendReason {
 
 /// A file the front serves itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticFile {
+pub(crate) struct StaticFile {
     /// Canonical path inside the root.
     pub path: PathBuf,
     /// Its metadata at routing time (the opener checks it is still the same file).
@@ -87,7 +87,7 @@ pub struct StaticFile {
 
 /// A directory to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListingDir {
+pub(crate) struct ListingDir {
     /// Canonical directory path inside the root.
     pub path: PathBuf,
     /// The decoded request path, shown as the title.
@@ -102,7 +102,7 @@ pub struct ListingDir {
 
 /// The verdict for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// Served by the front (DataSending).
     Static(StaticFile),
     /// A rendered directory listing.
@@ -117,7 +117,7 @@ pub enum Route {
 
 /// Errors routing answers itself, with who is to blame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Reject {
+pub(crate) enum Reject {
     /// The client sent a path we refuse (400).
     #[error("bad request path: {0}")]
     BadPath(#[from] PathError),
@@ -137,7 +137,7 @@ pub enum Reject {
 
 impl Reject {
     /// The status this rejection is answered with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Reject::BadPath(_) => StatusCode::BAD_REQUEST,
             Reject::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -150,7 +150,7 @@ impl Reject {
 
 /// How a backend route is answered when no backend is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoBackend {
+pub(crate) enum NoBackend {
     /// 405 with `Allow: GET, HEAD`.
     MethodNotAllowed,
     /// A plain error status with a reason for the page.
@@ -159,7 +159,7 @@ pub enum NoBackend {
 
 impl Route {
     /// The answer for a backend route when no backend is configured: never the file itself.
-    pub fn without_backend(reason: BackendReason) -> NoBackend {
+    pub(crate) fn without_backend(reason: BackendReason) -> NoBackend {
         use BackendReason::*;
         match reason {
             Method => NoBackend::MethodNotAllowed,
@@ -177,7 +177,13 @@ impl Route {
 }
 
 /// Routes one request. `path` is the raw (still percent-encoded) path; `query` is kept for redirects.
-pub fn route(method: &Method, path: &str, query: Option<&str>, cfg: &Config, fs: &dyn Fs) -> Route {
+pub(crate) fn route(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    cfg: &Config,
+    fs: &dyn Fs,
+) -> Route {
     // 1. kHTTPd handed every non-GET to userspace; HEAD is ours since HTTP/1.1.
     if method != Method::GET && method != Method::HEAD {
         return Route::Backend(BackendReason::Method);
@@ -339,7 +345,7 @@ fn io_route(e: &io::Error) -> Route {
 
 /// `Location` for a directory requested without its slash: the raw path as sent, so nothing is
 /// re-encoded, with leading slashes collapsed so `//evil.example` cannot become a protocol-relative URL.
-pub fn slash_redirect(raw_path: &str, query: Option<&str>) -> String {
+pub(crate) fn slash_redirect(raw_path: &str, query: Option<&str>) -> String {
     let trimmed = raw_path.trim_start_matches('/');
     let mut loc = String::with_capacity(raw_path.len() + 2 + query.map_or(0, |q| q.len() + 1));
     loc.push('/');

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What kind of object a path names (after following symlinks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A regular file.
     File,
     /// A directory.
@@ -22,7 +22,7 @@ pub enum Kind {
 
 /// The facts about a file that routing and validators need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// File, directory or other.
     pub kind: Kind,
     /// Permission bits including setuid, setgid and sticky (`st_mode & 0o7777`).
@@ -39,7 +39,7 @@ pub struct Meta {
 
 impl Meta {
     /// Builds the facts from std's metadata.
-    pub fn from_std(m: &std::fs::Metadata) -> Meta {
+    pub(crate) fn from_std(m: &std::fs::Metadata) -> Meta {
         let ft = m.file_type();
         let kind = if ft.is_file() {
             Kind::File
@@ -72,7 +72,7 @@ impl Meta {
 }
 
 /// The file-system view routing needs.
-pub trait Fs {
+pub(crate) trait Fs {
     /// Resolves every symlink and `.` / `..` component (realpath).
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf>;
     /// Metadata after following symlinks (stat).
@@ -83,7 +83,7 @@ pub trait Fs {
 
 /// The kernel's answers. Blocking.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RealFs;
+pub(crate) struct RealFs;
 
 impl Fs for RealFs {
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {

@@ -2,7 +2,7 @@
 //! over a file-system view ([`decide`], [`fs`]), and Apache's own verdict on each static URL the
 //! front would serve ([`verify`]).
 
-pub mod decide;
-pub mod fs;
-pub mod path;
-pub mod verify;
+pub(crate) mod decide;
+pub(crate) mod fs;
+pub(crate) mod path;
+pub(crate) mod verify;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 /// Why a request path was refused (always the client's fault: 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// The path does not start with `/` (kHTTPd's `GET -old/x` reached `/var/www-old/x`).
     #[error("request path must start with /")]
     NotAbsolute,
@@ -32,7 +32,7 @@ pub enum PathError {
 
 /// A decoded request path: segments relative to the document root.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DecodedPath {
+pub(crate) struct DecodedPath {
     /// Decoded segments, none empty, `.` or `..`.
     pub segments: Vec<Vec<u8>>,
     /// Whether the request path ended with `/` (directories are redirected to it).
@@ -41,7 +41,7 @@ pub struct DecodedPath {
 
 impl DecodedPath {
     /// The path relative to the document root.
-    pub fn relative(&self) -> PathBuf {
+    pub(crate) fn relative(&self) -> PathBuf {
         let mut p = PathBuf::new();
         for s in &self.segments {
             p.push(OsStr::from_bytes(s));
@@ -50,7 +50,7 @@ impl DecodedPath {
     }
 
     /// The decoded path as `/a/b` (with its trailing slash), for prefix rules and listings.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         let mut s = String::from("/");
         for (i, seg) in self.segments.iter().enumerate() {
             if i > 0 {
@@ -67,7 +67,7 @@ impl DecodedPath {
     /// The path in one canonical spelling: every byte outside RFC 3986's unreserved set
     /// percent-encoded, with its trailing slash. Every spelling of a name (`/a%2Ecss`, `/%61.css`)
     /// has the same canonical one, which Apache decodes to the same file.
-    pub fn canonical(&self) -> String {
+    pub(crate) fn canonical(&self) -> String {
         const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
             .remove(b'-')
             .remove(b'.')
@@ -87,14 +87,14 @@ impl DecodedPath {
     }
 
     /// The last segment (the file name), if any.
-    pub fn file_name(&self) -> Option<&[u8]> {
+    pub(crate) fn file_name(&self) -> Option<&[u8]> {
         self.segments.last().map(Vec::as_slice)
     }
 }
 
 /// Decodes the path part of a request target (no query). Empty and `.` segments are dropped
 /// (as nginx's merge_slashes does); everything suspicious is refused.
-pub fn decode(raw: &str) -> Result<DecodedPath, PathError> {
+pub(crate) fn decode(raw: &str) -> Result<DecodedPath, PathError> {
     let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
     let mut out = DecodedPath {
         segments: Vec::new(),

@@ -30,18 +30,18 @@ use crate::config::Config;
 use crate::route::decide::{ListingDir, StaticFile};
 
 /// Bytes of a file a probe asks for (a Range), and compares.
-pub const PROBE_BYTES: u64 = 64 * 1024;
+pub(crate) const PROBE_BYTES: u64 = 64 * 1024;
 
 /// The outside address a probe speaks for (TEST-NET-1, RFC 5737): no `Require ip` or
 /// `Require local` rule that lets only insiders in can match it.
-pub const OUTSIDER: SocketAddr = SocketAddr::new(
+pub(crate) const OUTSIDER: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
     50000,
 );
 
 /// Most probes waiting for their turn (beyond the `--verify-probes` running): a URL that finds
 /// the queue full stays with the backend until a later request asks again.
-pub const PENDING_MAX: u64 = 4096;
+pub(crate) const PENDING_MAX: u64 = 4096;
 
 /// Largest probe answer head read: the same as any backend answer's.
 const MAX_HEAD: usize = khttpd_bridge::h1::MAX_RESPONSE_HEAD;
@@ -53,7 +53,7 @@ const ERROR_HOLD: Duration = Duration::from_secs(5);
 /// What a verdict is bound to: the file (or directory) as it was when Apache was asked, and the
 /// `.htaccess` chain above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     dev: u64,
     ino: u64,
     len: u64,
@@ -64,7 +64,7 @@ pub struct Evidence {
 
 impl Evidence {
     /// A file's evidence.
-    pub fn of_file(f: &StaticFile) -> Evidence {
+    pub(crate) fn of_file(f: &StaticFile) -> Evidence {
         Evidence {
             dev: f.meta.dev,
             ino: f.meta.ino,
@@ -76,7 +76,7 @@ impl Evidence {
     }
 
     /// A listed directory's evidence (its mtime changes when entries come or go).
-    pub fn of_listing(d: &ListingDir) -> Evidence {
+    pub(crate) fn of_listing(d: &ListingDir) -> Evidence {
         Evidence {
             dev: d.meta.dev,
             ino: d.meta.ino,
@@ -90,7 +90,7 @@ impl Evidence {
 
 /// What a static candidate is.
 #[derive(Debug, Clone, Copy)]
-pub enum Target<'a> {
+pub(crate) enum Target<'a> {
     /// A file (a directory's index file included: the URL is the directory's).
     File(&'a StaticFile),
     /// A directory the front would list.
@@ -115,7 +115,7 @@ impl Target<'_> {
 
 /// The state of a URL's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
+pub(crate) enum Check {
     /// Apache serves this file as it is: the front may.
     Verified,
     /// Apache does something else with it (or the probe failed): the backend's.
@@ -176,7 +176,7 @@ struct Counters {
 
 /// Counters for `khttpd-ctl status`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct VerifyStats {
+pub(crate) struct VerifyStats {
     /// Probes whose answer was the file as it is on disk.
     pub verified: u64,
     /// Probes whose answer was anything else (403, 401, a redirect, other bytes, PHP output).
@@ -197,7 +197,7 @@ pub struct VerifyStats {
 }
 
 /// Apache's verdicts, shared by every main daemon; bounded like every cache.
-pub struct Verifier {
+pub(crate) struct Verifier {
     verdicts: quick_cache::sync::Cache<Key, Verdict>,
     in_flight: Mutex<HashSet<Key>>,
     /// At most `--verify-probes` probes talk to the backend at once; the others wait here.
@@ -217,7 +217,7 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// Holds at most `max` verdicts (the least used go first) and runs at most `probes` probes
     /// at once.
-    pub fn new(max: usize, probes: usize) -> Arc<Verifier> {
+    pub(crate) fn new(max: usize, probes: usize) -> Arc<Verifier> {
         Arc::new(Verifier {
             verdicts: quick_cache::sync::Cache::new(max.max(1)),
             in_flight: Mutex::new(HashSet::new()),
@@ -228,7 +228,7 @@ impl Verifier {
     }
 
     /// The verdict for `path` asked with `host` as `evidence` stands now.
-    pub fn check(&self, host: &str, path: &str, evidence: &Evidence, now: Instant) -> Check {
+    pub(crate) fn check(&self, host: &str, path: &str, evidence: &Evidence, now: Instant) -> Check {
         let key = KeyRef { host, path };
         let Some(v) = self.verdicts.get(&key) else {
             return Check::Unknown;
@@ -249,7 +249,7 @@ impl Verifier {
     /// backend, and a probe is started for it (at most `--verify-probes` at once, one per URL).
     /// `host` is the client's Host, which the probe sends too. Verdicts are kept by that Host and
     /// the target's canonical path, whatever spelling the client used.
-    pub fn gate(
+    pub(crate) fn gate(
         self: &Arc<Self>,
         host: Option<&str>,
         target: Target<'_>,
@@ -269,14 +269,14 @@ impl Verifier {
     }
 
     /// Drops every verdict (after `apachectl graceful`): from now on each URL is asked again.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         self.epoch.fetch_add(1, Ordering::Relaxed);
         self.verdicts.clear();
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counters.
-    pub fn stats(&self) -> VerifyStats {
+    pub(crate) fn stats(&self) -> VerifyStats {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         VerifyStats {
@@ -520,7 +520,7 @@ impl Probe {
 
 /// A probe answer's head: what the judgement reads.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Status code.
     pub status: u16,
     /// Header fields, names lower-cased.
@@ -531,7 +531,7 @@ pub struct Answer {
 
 impl Answer {
     /// Parses a complete head from `buf`; `None` until it is complete.
-    pub fn parse(buf: &[u8]) -> std::io::Result<Option<Answer>> {
+    pub(crate) fn parse(buf: &[u8]) -> std::io::Result<Option<Answer>> {
         let mut storage = [httparse::EMPTY_HEADER; khttpd_bridge::h1::MAX_RESPONSE_FIELDS];
         let mut resp = httparse::Response::new(&mut storage);
         match resp.parse(buf) {
@@ -598,7 +598,7 @@ impl Answer {
 
 /// Whether Apache's answer is the file as it is on disk: 200 with all of it, or 206 with the
 /// first bytes asked and the file's size in `Content-Range`.
-pub fn judge_file(head: &Answer, body: &[u8], expected: &[u8], len: u64) -> bool {
+pub(crate) fn judge_file(head: &Answer, body: &[u8], expected: &[u8], len: u64) -> bool {
     if head.personal() || head.transformed() {
         return false;
     }
@@ -626,7 +626,7 @@ pub fn judge_file(head: &Answer, body: &[u8], expected: &[u8], len: u64) -> bool
 
 /// Whether Apache lists the directory itself (mod_autoindex's page for that path), so the front's
 /// listing shows what Apache would let anyone see.
-pub fn judge_listing(head: &Answer, body: &[u8], display: &str) -> bool {
+pub(crate) fn judge_listing(head: &Answer, body: &[u8], display: &str) -> bool {
     // mod_autoindex streams its page in chunks; only who may see it matters here.
     if head.status != 200 || head.personal() {
         return false;

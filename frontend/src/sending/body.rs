@@ -22,7 +22,7 @@ use crate::logging::log_line::LogRecord;
 
 /// A piece of a streamed body: literal bytes (multipart heads) or a byte range of the file.
 #[derive(Debug, Clone)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Bytes sent as they are.
     Bytes(Bytes),
     /// `len` bytes of the file from `offset`.
@@ -61,7 +61,7 @@ enum Inner {
 
 /// An access-log line waiting for the end of its response (kHTTPd's Logging stage): written when
 /// the body is finished or dropped, with the bytes actually sent and the whole duration.
-pub struct PendingLog {
+pub(crate) struct PendingLog {
     /// The line, `bytes` and `duration` still to fill.
     pub record: LogRecord,
     /// Where it goes.
@@ -73,7 +73,7 @@ pub struct PendingLog {
 }
 
 /// The body of every response the front produces.
-pub struct Body {
+pub(crate) struct Body {
     inner: Inner,
     // Keeps the request counted in its kHTTPd stage until the body is done or dropped.
     _stage: Option<StageGuard>,
@@ -98,7 +98,7 @@ impl Drop for Body {
 
 impl Body {
     /// No body (304, HEAD, redirects).
-    pub fn empty() -> Body {
+    pub(crate) fn empty() -> Body {
         Body::new(Inner::Empty)
     }
 
@@ -113,28 +113,28 @@ impl Body {
 
     /// A backend's body, read ahead by the bridge or streamed through (see
     /// [`khttpd_bridge::AnswerBody`]).
-    pub fn backend(b: khttpd_bridge::AnswerBody) -> Body {
+    pub(crate) fn backend(b: khttpd_bridge::AnswerBody) -> Body {
         Body::new(Inner::Backend(b))
     }
 
     /// A backend's body, gzip-compressed as it passes.
-    pub fn backend_gzip(b: khttpd_bridge::AnswerBody) -> Body {
+    pub(crate) fn backend_gzip(b: khttpd_bridge::AnswerBody) -> Body {
         Body::new(Inner::BackendGzip(b, Some(Default::default())))
     }
 
     /// Logs `pending` when this body ends.
-    pub fn with_log(mut self, pending: PendingLog) -> Body {
+    pub(crate) fn with_log(mut self, pending: PendingLog) -> Body {
         self.log = Some(Box::new(pending));
         self
     }
 
     /// A body already in memory.
-    pub fn full(b: impl Into<Bytes>) -> Body {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Body {
         Body::new(Inner::Full(Some(b.into())))
     }
 
     /// Streams `segments` of `file` in reads of at most `chunk` bytes. Must run inside a tokio runtime.
-    pub fn stream(file: Arc<File>, segments: Vec<Segment>, chunk: usize) -> Body {
+    pub(crate) fn stream(file: Arc<File>, segments: Vec<Segment>, chunk: usize) -> Body {
         let remaining = segments.iter().map(Segment::len).sum();
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(pump(file, segments, chunk, tx));
@@ -142,7 +142,7 @@ impl Body {
     }
 
     /// Attaches a stage gauge that is released when the body ends.
-    pub fn with_stage(mut self, guard: StageGuard) -> Body {
+    pub(crate) fn with_stage(mut self, guard: StageGuard) -> Body {
         self._stage = Some(guard);
         self
     }
@@ -230,7 +230,7 @@ fn version_of(m: &std::fs::Metadata) -> (u64, i64, i64) {
 
 /// Reads exactly `n` bytes at `offset`; a file that shrank under us is an error, never short data
 /// under a promised Content-Length.
-pub fn read_exact_at(file: &File, offset: u64, n: usize) -> io::Result<Bytes> {
+pub(crate) fn read_exact_at(file: &File, offset: u64, n: usize) -> io::Result<Bytes> {
     let mut buf = vec![0u8; n];
     let mut done = 0;
     while done < n {

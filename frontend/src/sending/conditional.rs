@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The validators of the selected representation.
 #[derive(Debug, Clone, Copy)]
-pub struct Validators<'a> {
+pub(crate) struct Validators<'a> {
     /// Strong entity-tag including quotes, e.g. `"1a-2b-3c"`.
     pub etag: &'a str,
     /// Last modification time; compared at one-second resolution.
@@ -16,7 +16,7 @@ pub struct Validators<'a> {
 
 /// The conditional request headers, as raw values (None when absent). Several header lines of If-Match/If-None-Match are joined with ", " by the caller.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Conditions<'a> {
+pub(crate) struct Conditions<'a> {
     /// Raw If-Match value.
     pub if_match: Option<&'a str>,
     /// Raw If-None-Match value.
@@ -29,7 +29,7 @@ pub struct Conditions<'a> {
 
 /// Result of evaluating the preconditions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precondition {
+pub(crate) enum Precondition {
     /// Perform the method (then consider If-Range / Range).
     Proceed,
     /// Respond 304 Not Modified.
@@ -42,7 +42,7 @@ pub enum Precondition {
 ///
 /// §13.2.1: only call this when the response without conditions would be 2xx
 /// or 412 (e.g. not for 404s or redirects).
-pub fn evaluate(c: &Conditions<'_>, v: &Validators<'_>, safe: bool) -> Precondition {
+pub(crate) fn evaluate(c: &Conditions<'_>, v: &Validators<'_>, safe: bool) -> Precondition {
     let modified = unix_seconds(v.last_modified);
 
     // Step 1. §13.1.1: "An origin server MUST use the strong comparison function
@@ -91,7 +91,7 @@ pub fn evaluate(c: &Conditions<'_>, v: &Validators<'_>, safe: bool) -> Precondit
 }
 
 /// Strong comparison of two single entity-tags (§8.8.3.2): both strong, opaque-tags equal.
-pub fn strong_eq(a: &str, b: &str) -> bool {
+pub(crate) fn strong_eq(a: &str, b: &str) -> bool {
     match (parse_single(a), parse_single(b)) {
         (Some(x), Some(y)) => !x.weak && !y.weak && x.opaque == y.opaque,
         _ => false,
@@ -99,7 +99,7 @@ pub fn strong_eq(a: &str, b: &str) -> bool {
 }
 
 /// Weak comparison of two single entity-tags (§8.8.3.2): opaque-tags equal, weakness ignored.
-pub fn weak_eq(a: &str, b: &str) -> bool {
+pub(crate) fn weak_eq(a: &str, b: &str) -> bool {
     match (parse_single(a), parse_single(b)) {
         (Some(x), Some(y)) => x.opaque == y.opaque,
         _ => false,

@@ -28,7 +28,7 @@ use crate::sending::static_file::Cache;
 
 /// Reads at most `max` visible entries of `dir`, sorted directories first, and whether more were
 /// left out. Blocking.
-pub fn read_entries(dir: &Path, max: usize) -> io::Result<(Vec<Entry>, bool)> {
+pub(crate) fn read_entries(dir: &Path, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     let mut entries = Vec::new();
     let mut more = false;
     for e in std::fs::read_dir(dir)? {
@@ -92,7 +92,7 @@ fn build(
 
 /// Answers a listing request: rendered once per directory version and format, then from the cache
 /// until `--cache-revalidate` passes (entries' sizes change without touching the directory).
-pub async fn serve(
+pub(crate) async fn serve(
     method: &Method,
     headers: &HeaderMap,
     query: Option<&str>,

@@ -97,7 +97,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 
 /// The rules that apply to `path`, in the order given; of several setting the same field, the
 /// last one given wins.
-pub fn effective<'a>(rules: &'a [HeaderRule], path: &str) -> Vec<&'a HeaderRule> {
+pub(crate) fn effective<'a>(rules: &'a [HeaderRule], path: &str) -> Vec<&'a HeaderRule> {
     let mut out: Vec<&HeaderRule> = Vec::new();
     for r in rules.iter().filter(|r| r.matches(path)) {
         out.retain(|kept| kept.name != r.name);

@@ -13,7 +13,7 @@ use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// One directory entry as the listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Raw file name as stored on disk (not necessarily UTF-8).
     pub name: OsString,
     /// Whether the entry is a directory.
@@ -37,7 +37,7 @@ const HREF_SET: &AsciiSet = &NON_ALPHANUMERIC
 const MAX_HTTP_DATE_SECS: u64 = 253_402_300_799;
 
 /// Whether a name may appear in a listing: dotfiles (".", "..", ".htaccess", ".git", …) never do.
-pub fn visible(name: &OsStr) -> bool {
+pub(crate) fn visible(name: &OsStr) -> bool {
     // Empty names cannot come from readdir, but hiding them costs nothing.
     matches!(name.as_bytes().first(), Some(&b) if b != b'.')
 }
@@ -45,14 +45,14 @@ pub fn visible(name: &OsStr) -> bool {
 /// The column a listing is sorted by (`?sort=name|size|time`, as lighttpd's and Caddy's
 /// listings take it), and whether in descending order (`?order=desc`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Order {
+pub(crate) struct Order {
     pub by: SortBy,
     pub descending: bool,
 }
 
 /// A listing's sort column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SortBy {
+pub(crate) enum SortBy {
     #[default]
     Name,
     Size,
@@ -62,7 +62,7 @@ pub enum SortBy {
 impl Order {
     /// From a request's query: `sort` and `order`; anything else (or nothing) is by name,
     /// ascending.
-    pub fn from_query(query: Option<&str>) -> Order {
+    pub(crate) fn from_query(query: Option<&str>) -> Order {
         let mut o = Order::default();
         for pair in query.unwrap_or_default().split('&') {
             match pair.split_once('=') {
@@ -89,12 +89,12 @@ impl Order {
 
 /// Directories first, then by name as people read names: case-insensitively, numbers by value
 /// (`file2` before `file10`); equal names by their bytes.
-pub fn sort(entries: &mut [Entry]) {
+pub(crate) fn sort(entries: &mut [Entry]) {
     sort_by(entries, Order::default());
 }
 
 /// [`sort`] by another column, or in descending order (directories stay first).
-pub fn sort_by(entries: &mut [Entry], order: Order) {
+pub(crate) fn sort_by(entries: &mut [Entry], order: Order) {
     entries.sort_by(|a, b| {
         let by = match order.by {
             SortBy::Name => Ordering::Equal,
@@ -109,7 +109,7 @@ pub fn sort_by(entries: &mut [Entry], order: Order) {
 }
 
 /// Case-insensitive order with runs of digits compared by value, then byte order for a tie.
-pub fn natural_cmp(a: &[u8], b: &[u8]) -> Ordering {
+pub(crate) fn natural_cmp(a: &[u8], b: &[u8]) -> Ordering {
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
@@ -144,7 +144,7 @@ pub fn natural_cmp(a: &[u8], b: &[u8]) -> Ordering {
 }
 
 /// RFC 9110 §12.5.1: true when the Accept header prefers application/json over text/html (q-values honoured; `*/*` alone → false; absent → false; application/json with q=0 → false).
-pub fn wants_json(accept: Option<&str>) -> bool {
+pub(crate) fn wants_json(accept: Option<&str>) -> bool {
     let Some(accept) = accept else {
         return false;
     };
@@ -248,13 +248,14 @@ fn quality_for(ranges: &[MediaRange], kind: &str, subtype: &str) -> u16 {
 /// An HTML5 page: title and h1 "Index of {path}", a parent link "../" unless path is "/", a table with name, size, last modified; `path` is the decoded request path (may contain any characters, escape it).
 ///
 /// Links are relative, so the page must be served at a URL ending in `/`.
-pub fn render_html(path: &str, entries: &[Entry]) -> String {
+#[cfg(test)]
+pub(crate) fn render_html(path: &str, entries: &[Entry]) -> String {
     render_html_sorted(path, entries, Order::default())
 }
 
 /// [`render_html`] for entries sorted by `order`: each column's heading links to its sort,
 /// the current column's to the other direction.
-pub fn render_html_sorted(path: &str, entries: &[Entry], order: Order) -> String {
+pub(crate) fn render_html_sorted(path: &str, entries: &[Entry], order: Order) -> String {
     let title = html_escape(path);
     let mut out = String::with_capacity(512 + entries.len() * 160);
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -318,7 +319,7 @@ pub fn render_html_sorted(path: &str, entries: &[Entry], order: Order) -> String
 }
 
 /// `[{"name": "...", "url": "<relative href>", "type": "file"|"directory", "size": N|null, "mtime": "<IMF-fixdate>"}]` (serde_json, so any name is escaped correctly; non-UTF-8 names via to_string_lossy).
-pub fn render_json(entries: &[Entry]) -> String {
+pub(crate) fn render_json(entries: &[Entry]) -> String {
     let items = entries
         .iter()
         .map(|e| {
@@ -340,7 +341,7 @@ pub fn render_json(entries: &[Entry]) -> String {
 }
 
 /// Escapes &, <, >, ", ' for HTML text and attribute values.
-pub fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

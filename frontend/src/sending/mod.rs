@@ -2,10 +2,10 @@
 //! ([`conditional`]), ranges ([`range`]), files ([`static_file`]), listings ([`directory`],
 //! [`listing`]), bodies ([`body`]) and the operator's header rules ([`header_rules`]).
 
-pub mod body;
-pub mod conditional;
-pub mod directory;
-pub mod header_rules;
-pub mod listing;
-pub mod range;
-pub mod static_file;
+pub(crate) mod body;
+pub(crate) mod conditional;
+pub(crate) mod directory;
+pub(crate) mod header_rules;
+pub(crate) mod listing;
+pub(crate) mod range;
+pub(crate) mod static_file;

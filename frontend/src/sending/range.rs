@@ -8,11 +8,11 @@ use std::time::SystemTime;
 use crate::sending::conditional::unix_seconds;
 
 /// Ranges closer than this are merged: a multipart part head costs about this much.
-pub const COALESCE_GAP: u64 = 80;
+pub(crate) const COALESCE_GAP: u64 = 80;
 
 /// One satisfiable byte range, both ends inclusive (as in Content-Range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteRange {
+pub(crate) struct ByteRange {
     /// First byte offset.
     pub start: u64,
     /// Last byte offset, inclusive.
@@ -21,7 +21,7 @@ pub struct ByteRange {
 
 impl ByteRange {
     /// Number of bytes covered (`end - start + 1`; 0 for a malformed `end < start`).
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         if self.is_empty() {
             0
         } else {
@@ -31,19 +31,19 @@ impl ByteRange {
     }
 
     /// True only for a malformed range (`end < start`); `evaluate` never yields one.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.end < self.start
     }
 
     /// `Content-Range` value for this range, e.g. `bytes 0-499/1234` (RFC 9110 §14.4).
-    pub fn content_range(&self, total: u64) -> String {
+    pub(crate) fn content_range(&self, total: u64) -> String {
         format!("bytes {}-{}/{}", self.start, self.end, total)
     }
 }
 
 /// What to do with a request's `Range` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RangeOutcome {
+pub(crate) enum RangeOutcome {
     /// Serve the whole representation with 200 (no usable Range, ignored syntax, or a request that would amplify).
     Full,
     /// One or more ranges, sorted ascending, non-overlapping and not adjacent.
@@ -69,7 +69,7 @@ enum Spec {
 /// than `max_ranges` ranges remain, or if several specs merge into the whole
 /// representation; a single spec covering everything (`bytes=0-`) stays `Partial`.
 /// `max_ranges == 0` therefore disables ranges (always `Full`).
-pub fn evaluate(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
+pub(crate) fn evaluate(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
     let spec_limit = max_ranges.saturating_mul(2);
     let specs = match parse(header, spec_limit) {
         Some(specs) => specs,
@@ -217,7 +217,7 @@ fn trim_ows(s: &str) -> &str {
 /// Weak tags, other tags and unparseable dates give `false` (serve a full 200).
 /// The §13.1.5 rule that a date validator must itself be strong (§8.8.2.2) needs
 /// the original response time, which a pure function does not have.
-pub fn if_range_matches(if_range: &str, etag: &str, last_modified: SystemTime) -> bool {
+pub(crate) fn if_range_matches(if_range: &str, etag: &str, last_modified: SystemTime) -> bool {
     let v = trim_ows(if_range);
     // §13.1.5: "A valid entity-tag can be distinguished from a valid HTTP-date by
     // examining the first three characters for a DQUOTE."
@@ -247,7 +247,7 @@ fn is_strong_tag(s: &str) -> bool {
 }
 
 /// "Content-Range: bytes */LEN" value for 416.
-pub fn unsatisfied_content_range(len: u64) -> String {
+pub(crate) fn unsatisfied_content_range(len: u64) -> String {
     // §14.4: unsatisfied-range = "*/" complete-length; §15.5.17 says a 416 for a
     // byte-range request SHOULD carry it.
     format!("bytes */{len}")
@@ -260,7 +260,7 @@ pub fn unsatisfied_content_range(len: u64) -> String {
 /// (the CRLF before a delimiter belongs to the delimiter, RFC 2046 §5.1.1), and
 /// the trailer is `\r\n--B--\r\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Multipart {
+pub(crate) struct Multipart {
     /// Part head and the range whose bytes follow it.
     pub parts: Vec<(String, ByteRange)>,
     /// Closing delimiter, sent after the last range's bytes.
@@ -273,7 +273,7 @@ pub struct Multipart {
 ///
 /// `boundary` must be a valid RFC 2046 boundary that does not occur in the file
 /// data and needs no quoting (token characters, 1-70 chars).
-pub fn multipart(
+pub(crate) fn multipart(
     ranges: &[ByteRange],
     total: u64,
     content_type: &str,
@@ -304,7 +304,7 @@ pub fn multipart(
 }
 
 /// Content-Type value: "multipart/byteranges; boundary=..."
-pub fn multipart_content_type(boundary: &str) -> String {
+pub(crate) fn multipart_content_type(boundary: &str) -> String {
     format!("multipart/byteranges; boundary={boundary}")
 }
 

@@ -44,11 +44,11 @@ use crate::sending::range::{self, ByteRange, RangeOutcome};
 
 /// The cache as the front uses it: bodies, variants, listings and routing verdicts (shared, so a
 /// hit costs a reference count, not a copy of the paths).
-pub type Cache = ContentCache<Arc<Route>>;
+pub(crate) type Cache = ContentCache<Arc<Route>>;
 
 /// The strong validator of a file version: inode, size and mtime with nanoseconds, so a file
 /// rewritten within the same second still gets a new tag.
-pub fn etag(meta: &Meta) -> String {
+pub(crate) fn etag(meta: &Meta) -> String {
     let d = meta.mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
     format!(
         "\"{:x}-{:x}-{:x}.{:x}\"",
@@ -60,7 +60,7 @@ pub fn etag(meta: &Meta) -> String {
 }
 
 /// `Last-Modified` value (IMF-fixdate).
-pub fn last_modified(meta: &Meta) -> String {
+pub(crate) fn last_modified(meta: &Meta) -> String {
     httpdate::fmt_http_date(clamp_date(meta.mtime))
 }
 
@@ -116,7 +116,7 @@ enum Source {
 }
 
 /// Answers a GET or HEAD for a routed static file.
-pub async fn serve(
+pub(crate) async fn serve(
     method: &Method,
     headers: &HeaderMap,
     file: StaticFile,
@@ -286,7 +286,7 @@ pub async fn serve(
 
 /// How far [`representation`] may go for a compressed variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Negotiate {
+pub(crate) enum Negotiate {
     /// The file as it is (not worth compressing, or a Range).
     No,
     /// A variant the cache already holds, else the file as it is: no compression is started.
@@ -299,7 +299,7 @@ pub enum Negotiate {
 /// `negotiate` allows a variant): read once per file version, each encoding compressed (or taken
 /// from a sibling) once. A file that is no longer the routed version is an error [`FrontError`] takes for [`FrontError::Stale`]
 /// recognises.
-pub async fn representation(
+pub(crate) async fn representation(
     file: &StaticFile,
     accept_encoding: Option<&str>,
     negotiate: Negotiate,

@@ -7,7 +7,7 @@ use crate::cache::negotiate::{negotiate, Encoding};
 
 /// What the decision needs of a backend answer's head.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AnswerHead<'a> {
+pub(crate) struct AnswerHead<'a> {
     /// The status code.
     pub status: u16,
     /// `Content-Type`, if any.
@@ -26,7 +26,7 @@ pub struct AnswerHead<'a> {
 
 impl<'a> AnswerHead<'a> {
     /// Notes one of the answer's fields.
-    pub fn field(&mut self, name: &[u8], value: &'a [u8]) {
+    pub(crate) fn field(&mut self, name: &[u8], value: &'a [u8]) {
         if name.eq_ignore_ascii_case(b"content-type") {
             self.content_type = Some(value);
         } else if name.eq_ignore_ascii_case(b"content-encoding") {
@@ -44,7 +44,7 @@ impl<'a> AnswerHead<'a> {
 /// Whether to gzip this answer for a client that sent `accept_encoding`. Only text-like types (the
 /// ones the front compresses its own files of), only bodies of at least `min_len` when their length
 /// is known, never a partial, already encoded or `no-transform` answer, never an empty body.
-pub fn wanted(accept_encoding: Option<&str>, a: &AnswerHead<'_>, min_len: u64) -> bool {
+pub(crate) fn wanted(accept_encoding: Option<&str>, a: &AnswerHead<'_>, min_len: u64) -> bool {
     let has_body = !a.head_only && !matches!(a.status, 100..=199 | 204 | 206 | 304);
     let compressible = a
         .content_type
@@ -68,7 +68,7 @@ pub fn wanted(accept_encoding: Option<&str>, a: &AnswerHead<'_>, min_len: u64) -
 
 /// A strong ETag made weak: the compressed bytes are not the backend's, but they mean the same
 /// (RFC 9110 §8.8.1), which is what nginx does too.
-pub fn weakened(etag: &[u8]) -> Vec<u8> {
+pub(crate) fn weakened(etag: &[u8]) -> Vec<u8> {
     if etag.starts_with(b"W/") {
         etag.to_vec()
     } else {

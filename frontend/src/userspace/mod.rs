@@ -2,7 +2,7 @@
 //! ([`upload`]), plain GET/HEAD relayed without hyper ([`relay`]), backend text compressed on its
 //! way ([`gzip_proxied`]), request ids ([`request_id`]).
 
-pub mod gzip_proxied;
-pub mod relay;
-pub mod request_id;
-pub mod upload;
+pub(crate) mod gzip_proxied;
+pub(crate) mod relay;
+pub(crate) mod request_id;
+pub(crate) mod upload;

@@ -26,7 +26,7 @@ use crate::route::decide::BackendReason;
 use crate::userspace::gzip_proxied::{self, AnswerHead};
 
 /// A request the fast path hands to the relay.
-pub struct RelayPlan {
+pub(crate) struct RelayPlan {
     /// Bytes of the head in the connection's buffer.
     pub consumed: usize,
     /// A HEAD request: no body in the answer.
@@ -44,7 +44,7 @@ pub struct RelayPlan {
 /// Relays the request whose head is `head` and writes the answer; returns whether the client's
 /// connection stays open. `pipelined`: more requests already wait in the buffer, so a readable
 /// socket says nothing about the client leaving.
-pub async fn serve(
+pub(crate) async fn serve(
     io: &mut HeadGuard<impl ClientStream>,
     head: &[u8],
     plan: RelayPlan,

@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The field that carries the id, as HTTP/1.1 names it on the wire (lower case).
-pub const FIELD: &str = "x-request-id";
+pub(crate) const FIELD: &str = "x-request-id";
 
 /// The longest client-sent id taken as it is.
 const MAX_LEN: usize = 128;
@@ -14,7 +14,7 @@ const MAX_LEN: usize = 128;
 /// The client's `X-Request-Id` when it is a sane token (letters, digits, `-`, `_`, `.`, `:`, up to
 /// 128 bytes); anything else is replaced, so a log line or Apache's environment never carries what
 /// a client smuggled in there.
-pub fn usable(value: &[u8]) -> Option<&str> {
+pub(crate) fn usable(value: &[u8]) -> Option<&str> {
     let ok = !value.is_empty()
         && value.len() <= MAX_LEN
         && value
@@ -26,7 +26,7 @@ pub fn usable(value: &[u8]) -> Option<&str> {
 /// A fresh id: 128 bits from SipHash keyed by the process's random keys (std's `RandomState`),
 /// over a counter and the clock, so ids never repeat within a process and cannot be guessed
 /// from one another.
-pub fn new() -> String {
+pub(crate) fn new() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()

@@ -20,7 +20,7 @@ use crate::sending::body::{Body, Segment};
 
 /// Why a body was not taken, with the status it is answered with.
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     /// Over `--max-body-size` (413).
     #[error("request body larger than {0} bytes (--max-body-size)")]
     TooLarge(u64),
@@ -34,7 +34,7 @@ pub enum UploadError {
 
 impl UploadError {
     /// The status the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             UploadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UploadError::Client(_) => StatusCode::BAD_REQUEST,
@@ -45,7 +45,7 @@ impl UploadError {
 
 /// Counters for `khttpd-ctl status`.
 #[derive(Debug, Default)]
-pub struct UploadStats {
+pub(crate) struct UploadStats {
     buffered: AtomicU64,
     spooled: AtomicU64,
     spooling: AtomicU64,
@@ -54,7 +54,7 @@ pub struct UploadStats {
 
 /// A snapshot of [`UploadStats`].
 #[derive(Debug, Clone, Serialize)]
-pub struct UploadCounts {
+pub(crate) struct UploadCounts {
     /// Request bodies read whole in memory.
     pub buffered: u64,
     /// Request bodies that went to a temporary file.
@@ -67,7 +67,7 @@ pub struct UploadCounts {
 
 impl UploadStats {
     /// The counters now.
-    pub fn counts(&self) -> UploadCounts {
+    pub(crate) fn counts(&self) -> UploadCounts {
         UploadCounts {
             buffered: self.buffered.load(Ordering::Relaxed),
             spooled: self.spooled.load(Ordering::Relaxed),
@@ -116,7 +116,7 @@ async fn drain(mut body: Incoming, mut left: u64, cfg: &Config) {
 
 /// Reads the body of `req` whole (unless it has none, or asks for an upgrade) and returns the
 /// request with a body the bridge sends at the backend's pace, framed by Content-Length.
-pub async fn buffer(
+pub(crate) async fn buffer(
     req: Request<Incoming>,
     cfg: &Config,
     stats: &Arc<UploadStats>,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 /// Names that must survive listing, escaping and percent-encoding.
-pub const AWKWARD: &[&str] = &[
+pub(crate) const AWKWARD: &[&str] = &[
     "with space.txt",
     "100%.txt",
     "日本語.txt",
@@ -19,7 +19,7 @@ pub const AWKWARD: &[&str] = &[
 ];
 
 /// A temporary site; `root` is the document root, with a secret file beside it (outside).
-pub struct Site {
+pub(crate) struct Site {
     _dir: TempDir,
     /// The document root.
     pub root: PathBuf,
@@ -28,7 +28,7 @@ pub struct Site {
 }
 
 /// The contents of the large file: 3 MiB + 17 bytes of a repeating, position-dependent pattern.
-pub fn big_content() -> Vec<u8> {
+pub(crate) fn big_content() -> Vec<u8> {
     (0..(3 << 20) + 17).map(|i: u32| (i % 251) as u8).collect()
 }
 
@@ -42,7 +42,7 @@ fn write(root: &Path, rel: &str, data: &[u8], mode: u32) {
 
 impl Site {
     /// Builds the fixture.
-    pub fn new() -> Site {
+    pub(crate) fn new() -> Site {
         let dir = tempfile::Builder::new()
             .prefix("khttpd-site-")
             .tempdir()
@@ -120,13 +120,13 @@ impl Site {
     }
 
     /// `--root` argument.
-    pub fn root_arg(&self) -> &str {
+    pub(crate) fn root_arg(&self) -> &str {
         self.root.to_str().expect("temp paths are UTF-8")
     }
 }
 
 /// Every marker a leaked file would carry; no answer may contain any of them.
-pub const LEAK_MARKERS: &[&str] = &[
+pub(crate) const LEAK_MARKERS: &[&str] = &[
     "TOP-SECRET",
     "PRIVATE 0600",
     "EXECUTABLE",
@@ -139,7 +139,7 @@ pub const LEAK_MARKERS: &[&str] = &[
 ];
 
 /// Panics if `body` carries any leak marker.
-pub fn assert_no_leak(what: &str, body: &[u8]) {
+pub(crate) fn assert_no_leak(what: &str, body: &[u8]) {
     let text = String::from_utf8_lossy(body);
     for m in LEAK_MARKERS {
         assert!(!text.contains(m), "{what}: answer leaked {m:?}: {text}");

@@ -354,7 +354,7 @@ fn not_root() -> bool {
 }
 
 /// Requests a backend could frame differently, each of which must be refused and its connection closed.
-pub const SMUGGLING: &[(&str, &[u8])] = &[
+pub(crate) const SMUGGLING: &[(&str, &[u8])] = &[
     ("bare LF", b"GET /alphabet.txt HTTP/1.1\nHost: a\n\n"),
     ("bare LF in a header", b"POST /x.php HTTP/1.1\r\nHost: a\nContent-Length: 0\r\n\r\n"),
     ("CL and TE", b"POST /x.php HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
@@ -371,7 +371,7 @@ pub const SMUGGLING: &[(&str, &[u8])] = &[
 ];
 
 /// Sends each smuggling attempt on its own connection: each is refused (400/501) and closed.
-pub fn assert_smuggling_refused(addr: std::net::SocketAddr) {
+pub(crate) fn assert_smuggling_refused(addr: std::net::SocketAddr) {
     for (name, req) in SMUGGLING {
         let mut c = Conn::open(addr);
         c.send(req);
