@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
@@ -38,6 +39,7 @@ use crate::logging::log_line::LogRecord;
 use crate::route::decide::{BackendReason, Route};
 use crate::route::verify::Target;
 use crate::sending::conditional::{self, Conditions, Precondition, Validators};
+use crate::sending::head::{caching_fields, Caching};
 use crate::sending::static_file;
 use crate::userspace::relay::{self, RelayPlan};
 use khttpd_bridge::relay::write_both;
@@ -505,7 +507,10 @@ enum Rep {
     /// A representation in the cache (its body in memory).
     Cached(crate::cache::representation::Representation),
     /// The file on disk, too large for the cache: identity, sent with sendfile(2).
-    Disk { etag: String, last_modified: String },
+    Disk {
+        etag: HeaderValue,
+        last_modified: HeaderValue,
+    },
 }
 
 /// What the fast path does with a request it can take.
@@ -651,8 +656,8 @@ fn answer(
             return None;
         }
         Rep::Disk {
-            etag: static_file::etag(&file.meta),
-            last_modified: static_file::last_modified(&file.meta),
+            etag: HeaderValue::try_from(static_file::etag(&file.meta)).ok()?,
+            last_modified: HeaderValue::try_from(static_file::last_modified(&file.meta)).ok()?,
         }
     } else {
         let Some(identity) = cache.peek_identity(&key) else {
@@ -670,11 +675,11 @@ fn answer(
         })
     };
     let (etag, last_modified) = match &rep {
-        Rep::Cached(r) => (r.etag.to_str().ok()?, r.last_modified.as_bytes()),
+        Rep::Cached(r) => (&r.etag, &r.last_modified),
         Rep::Disk {
             etag,
             last_modified,
-        } => (etag.as_str(), last_modified.as_bytes()),
+        } => (etag, last_modified),
     };
     let conds = Conditions {
         if_match: None,
@@ -683,7 +688,7 @@ fn answer(
         if_unmodified_since: None,
     };
     let validators = Validators {
-        etag,
+        etag: etag.to_str().ok()?,
         last_modified: file.meta.mtime,
     };
     let not_modified = match conditional::evaluate(&conds, &validators, true) {
@@ -721,25 +726,14 @@ fn answer(
         }
         200
     };
-    field(out, b"etag", etag.as_bytes());
-    field(out, b"last-modified", last_modified);
-    let rules = crate::sending::header_rules::effective(&cfg.header_rules, path_of(target));
-    let own_cc = !rules
-        .iter()
-        .any(|r| r.name() == http::header::CACHE_CONTROL);
-    if let Some(cc) = cfg.cache_control_value.as_ref().filter(|_| own_cc) {
-        field(out, b"cache-control", cc.as_bytes());
-    }
-    if vary {
-        field(out, b"vary", b"Accept-Encoding");
-    }
-    for rule in rules {
-        field(
-            out,
-            rule.name().as_str().as_bytes(),
-            rule.value().as_bytes(),
-        );
-    }
+    let caching = Caching {
+        etag: Some(etag),
+        last_modified: Some(last_modified),
+        vary: vary.then_some("Accept-Encoding"),
+    };
+    caching_fields(&caching, cfg, path_of(target), |name, value| {
+        field(out, name.as_str().as_bytes(), value.as_bytes())
+    });
     front_fields(out, cfg, "static", ctx.tls);
     if f.close {
         field(out, b"connection", b"close");

@@ -448,7 +448,8 @@ async fn answer_route(
         Route::Static(file) => {
             let guard = ctx.stats.enter(Stage::DataSending);
             let cache = &ctx.shared.cache;
-            let served = static_file::serve(&method, headers, file, &cfg, cache).await;
+            let served =
+                static_file::serve(&method, req.uri().path(), headers, file, &cfg, cache).await;
             let served = match (served, reroute) {
                 (Err(FrontError::Stale), Some(generation)) => {
                     drop(guard);
@@ -460,19 +461,19 @@ async fn answer_route(
                 }
                 (served, _) => served,
             };
-            let mut r = match served {
+            let r = match served {
                 Ok(r) => r,
                 Err(e) => return (RouteKind::Error, e.page()),
             };
-            apply_rules(&mut r, req.uri().path(), &cfg);
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))
         }
         Route::Listing(dir) => {
             let guard = ctx.stats.enter(Stage::DataSending);
             let query = req.uri().query();
-            let listing = directory::serve(&method, headers, query, dir, &cfg, &ctx.shared.cache);
-            let mut r = Box::pin(listing).await;
-            apply_rules(&mut r, req.uri().path(), &cfg);
+            let path = req.uri().path();
+            let listing =
+                directory::serve(&method, path, headers, query, dir, &cfg, &ctx.shared.cache);
+            let r = Box::pin(listing).await;
             (RouteKind::Static, r.map(|b| b.with_stage(guard)))
         }
         Route::Redirect(location) => {
@@ -528,19 +529,6 @@ pub(crate) fn framing_error(version: Version, h: &HeaderMap) -> Option<(StatusCo
         ));
     }
     None
-}
-
-/// The operator's `--add-header` fields for a static answer or listing the front serves (not for
-/// its errors); a field set by a rule replaces the front's own of that name.
-fn apply_rules(resp: &mut Response<Body>, path: &str, cfg: &Config) {
-    let status = resp.status();
-    if cfg.header_rules.is_empty() || !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
-        return;
-    }
-    for rule in crate::sending::header_rules::effective(&cfg.header_rules, path) {
-        resp.headers_mut()
-            .insert(rule.name().clone(), rule.value().clone());
-    }
 }
 
 /// The operator's page (`--error-page`) instead of the front's own, for an error the front made.

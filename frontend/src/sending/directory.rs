@@ -5,10 +5,7 @@
 use std::io;
 use std::path::Path;
 
-use http::header::{
-    HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
-    IF_NONE_MATCH, VARY,
-};
+use http::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH};
 use http::{Method, Response, StatusCode};
 
 use std::sync::Arc;
@@ -23,6 +20,7 @@ use crate::route::decide::ListingDir;
 use crate::route::decide::Reject;
 use crate::route::fs::Meta;
 use crate::sending::body::Body;
+use crate::sending::head::{insert_caching_fields, Caching};
 use crate::sending::listing::{self, Entry};
 use crate::sending::static_file::Cache;
 
@@ -94,6 +92,7 @@ fn build(
 /// until `--cache-revalidate` passes (entries' sizes change without touching the directory).
 pub(crate) async fn serve(
     method: &Method,
+    path: &str,
     headers: &HeaderMap,
     query: Option<&str>,
     dir: ListingDir,
@@ -153,13 +152,13 @@ pub(crate) async fn serve(
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     // The representation depends on Accept, so caches must key on it.
-    h.insert(VARY, HeaderValue::from_static("Accept"));
-    if let Ok(v) = HeaderValue::from_str(tag) {
-        h.insert(ETAG, v);
-    }
-    if let Some(cc) = &cfg.cache_control_value {
-        h.insert(CACHE_CONTROL, cc.clone());
-    }
+    let etag = HeaderValue::from_str(tag).ok();
+    let caching = Caching {
+        etag: etag.as_ref(),
+        last_modified: None,
+        vary: Some("Accept"),
+    };
+    insert_caching_fields(h, &caching, cfg, path);
     if not_modified {
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         return r;

@@ -5,6 +5,7 @@
 pub(crate) mod body;
 pub(crate) mod conditional;
 pub(crate) mod directory;
+pub(crate) mod head;
 pub(crate) mod header_rules;
 pub(crate) mod listing;
 pub(crate) mod range;

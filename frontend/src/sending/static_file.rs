@@ -22,9 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL,
-    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE, VARY,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_ENCODING,
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
 };
 use http::{Method, Response, StatusCode};
 
@@ -40,6 +40,7 @@ use crate::route::decide::{Route, StaticFile};
 use crate::route::fs::{Kind, Meta};
 use crate::sending::body::{read_exact_at, Body, Segment};
 use crate::sending::conditional::{self, Conditions, Precondition, Validators};
+use crate::sending::head::{insert_caching_fields, Caching};
 use crate::sending::range::{self, ByteRange, RangeOutcome};
 
 /// The cache as the front uses it: bodies, variants, listings and routing verdicts (shared, so a
@@ -97,14 +98,12 @@ struct Head {
 }
 
 impl Head {
-    fn validators(&self, h: &mut HeaderMap, cfg: &Config) {
-        h.insert(ETAG, self.etag.clone());
-        h.insert(LAST_MODIFIED, self.last_modified.clone());
-        if let Some(cc) = &cfg.cache_control_value {
-            h.insert(CACHE_CONTROL, cc.clone());
-        }
-        if self.vary {
-            h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    /// The caching fields, as the fast path writes them too.
+    fn caching(&self) -> Caching<'_> {
+        Caching {
+            etag: Some(&self.etag),
+            last_modified: Some(&self.last_modified),
+            vary: self.vary.then_some("Accept-Encoding"),
         }
     }
 }
@@ -115,9 +114,11 @@ enum Source {
     Disk { path: PathBuf, meta: Meta },
 }
 
-/// Answers a GET or HEAD for a routed static file.
+/// Answers a GET or HEAD for a routed static file; `path` is the request's path, which the
+/// operator's header rules match.
 pub(crate) async fn serve(
     method: &Method,
+    path: &str,
     headers: &HeaderMap,
     file: StaticFile,
     cfg: &Arc<Config>,
@@ -194,7 +195,7 @@ pub(crate) async fn serve(
             // RFC 9110 §15.4.5: a 304 carries the validators and caching headers a 200 would have.
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
-            head.validators(r.headers_mut(), cfg);
+            insert_caching_fields(r.headers_mut(), &head.caching(), cfg, path);
             return Ok(r);
         }
         Precondition::Failed => return Ok(error(StatusCode::PRECONDITION_FAILED)),
@@ -268,7 +269,7 @@ pub(crate) async fn serve(
         if let Some(enc) = &head.encoding {
             h.insert(CONTENT_ENCODING, enc.clone());
         }
-        head.validators(h, cfg);
+        insert_caching_fields(h, &head.caching(), cfg, path);
     }
     if *method == Method::HEAD {
         return Ok(r);

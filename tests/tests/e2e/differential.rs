@@ -82,9 +82,21 @@ fn comparable(r: &Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
     (r.status, fields, r.body.clone())
 }
 
+/// With the operator's header rules, which both encoders take from one list (`sending/head.rs`),
+/// including a rule's `Vary` beside the front's own.
 #[test]
 fn fast_path_and_hyper_answer_alike() {
-    alike(&[], 96);
+    alike(
+        &[
+            "--add-header",
+            "/assets/*=Cache-Control: public, max-age=60",
+            "--add-header",
+            "*.css=Vary: Origin",
+            "--add-header",
+            "/files/*=X-Frame-Options: DENY",
+        ],
+        96,
+    );
 }
 
 /// Issue 16: files too large for the cache leave the fast path from disk with sendfile(2); their
