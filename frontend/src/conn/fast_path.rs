@@ -618,7 +618,7 @@ fn answer(
                 close: f.close,
                 reason,
                 started,
-                log: log_record(ctx, head_only, target, &f, "backend"),
+                log: log_record(ctx, head_only, target, &f, RouteKind::Backend),
             })
         })
     };
@@ -734,7 +734,7 @@ fn answer(
     caching_fields(&caching, cfg, path_of(target), |name, value| {
         field(out, name.as_str().as_bytes(), value.as_bytes())
     });
-    front_fields(out, cfg, "static", ctx.tls);
+    front_fields(out, cfg, RouteKind::Static, ctx.tls);
     if f.close {
         field(out, b"connection", b"close");
     }
@@ -761,7 +761,7 @@ fn answer(
         }
         Rep::Disk { .. } => (Bytes::new(), 0, None),
     };
-    let log = log_record(ctx, head_only, target, &f, "static").map(|mut r| {
+    let log = log_record(ctx, head_only, target, &f, RouteKind::Static).map(|mut r| {
         r.status = status;
         r
     });
@@ -783,7 +783,7 @@ fn log_record(
     head_only: bool,
     target: &str,
     f: &Fields<'_>,
-    route: &'static str,
+    route: RouteKind,
 ) -> Option<LogRecord> {
     ctx.shared.access_log.enabled().then(|| LogRecord {
         client: khttpd_bridge::forwarded::real_client(ctx.peer.ip(), f.forwarded_for, |ip| {
@@ -800,7 +800,7 @@ fn log_record(
             .user_agent
             .map(|v| String::from_utf8_lossy(v).into_owned()),
         duration: Duration::ZERO,
-        route,
+        route: route.name(),
         host: f.host.map(str::to_owned),
         request_id: f
             .request_id

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::daemon::state::Shared;
 use crate::daemon::stats::{DaemonStats, RouteKind, Stage};
 use crate::error::FrontError;
-use crate::logging::finish::{self, route_name, Outcome};
+use crate::logging::finish::{self, Outcome};
 use crate::logging::log_line::LogRecord;
 use crate::pages;
 use crate::route::decide::{self, BackendReason, NoBackend, Route};
@@ -136,7 +136,7 @@ pub(crate) async fn handle(
     };
     finish::count(&ctx.stats, &outcome, started.elapsed());
     let h = resp.headers_mut();
-    for (name, value) in crate::conn::wire::own_fields(&runtime.config, route_name(kind), ctx.tls) {
+    for (name, value) in crate::conn::wire::own_fields(&runtime.config, kind, ctx.tls) {
         h.insert(name, value);
     }
     if let Some(record) = record {
@@ -372,7 +372,7 @@ fn log_record(req: &Request<Incoming>, peer: SocketAddr, cfg: &Config) -> LogRec
         referer: text(REFERER),
         user_agent: text(USER_AGENT),
         duration: Duration::ZERO,
-        route: "error",
+        route: RouteKind::Error.name(),
         host: req
             .headers()
             .get(HOST)

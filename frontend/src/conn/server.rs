@@ -385,7 +385,7 @@ fn log_refused(ctx: &ConnCtx, status: u16) {
         referer: None,
         user_agent: None,
         duration: Duration::ZERO,
-        route: "error",
+        route: crate::daemon::stats::RouteKind::Error.name(),
         host: None,
         request_id: None,
         upstream: None,

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use http::header::{HeaderName, HeaderValue, SERVER, STRICT_TRANSPORT_SECURITY};
 
 use crate::config::Config;
+use crate::daemon::stats::RouteKind;
 
 /// The `Server` field of every answer.
 pub(crate) const SERVER_NAME: &str = "khttpd-front";
@@ -22,13 +23,13 @@ const ROUTE: HeaderName = HeaderName::from_static("x-khttpd-route");
 /// configured. The one list: [`front_fields`] writes it as bytes, the hyper handler inserts it.
 pub(crate) fn own_fields<'a>(
     cfg: &'a Config,
-    route: &'static str,
+    route: RouteKind,
     tls: bool,
 ) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'a {
     let server = Some((SERVER, HeaderValue::from_static(SERVER_NAME)));
     let route = cfg
         .route_header
-        .then(|| (ROUTE, HeaderValue::from_static(route)));
+        .then(|| (ROUTE, HeaderValue::from_static(route.name())));
     let hsts = cfg
         .hsts
         .as_ref()
@@ -38,7 +39,7 @@ pub(crate) fn own_fields<'a>(
 }
 
 /// [`own_fields`] as HTTP/1.1 header lines.
-pub(crate) fn front_fields(out: &mut Vec<u8>, cfg: &Config, route: &'static str, tls: bool) {
+pub(crate) fn front_fields(out: &mut Vec<u8>, cfg: &Config, route: RouteKind, tls: bool) {
     for (name, value) in own_fields(cfg, route, tls) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -97,13 +98,13 @@ mod tests {
         .unwrap();
         let cfg = Config::try_from(args).unwrap();
         let mut bytes = Vec::new();
-        front_fields(&mut bytes, &cfg, "static", true);
+        front_fields(&mut bytes, &cfg, RouteKind::Static, true);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             "server: khttpd-front\r\nx-khttpd-route: static\r\nstrict-transport-security: max-age=60\r\n"
         );
         let mut bytes = Vec::new();
-        front_fields(&mut bytes, &cfg, "error", false);
+        front_fields(&mut bytes, &cfg, RouteKind::Error, false);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             "server: khttpd-front\r\nx-khttpd-route: error\r\n"

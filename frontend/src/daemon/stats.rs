@@ -30,6 +30,17 @@ pub(crate) enum RouteKind {
     Error,
 }
 
+impl RouteKind {
+    /// The route's one name: in the access log, `X-Khttpd-Route` and the metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RouteKind::Static => "static",
+            RouteKind::Backend => "backend",
+            RouteKind::Error => "error",
+        }
+    }
+}
+
 /// One main daemon's gauges and counters.
 #[derive(Debug, Default)]
 pub(crate) struct DaemonStats {

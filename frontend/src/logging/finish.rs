@@ -36,15 +36,6 @@ impl Outcome {
     }
 }
 
-/// The route's name in the access log and `X-Khttpd-Route`.
-pub(crate) fn route_name(kind: RouteKind) -> &'static str {
-    match kind {
-        RouteKind::Static => "static",
-        RouteKind::Backend => "backend",
-        RouteKind::Error => "error",
-    }
-}
-
 /// Counts the answer and observes how long it took (and its backend's time to a head).
 pub(crate) fn count(stats: &DaemonStats, o: &Outcome, took: Duration) {
     stats.count(o.kind, o.status, o.bytes);
@@ -58,7 +49,7 @@ pub(crate) fn count(stats: &DaemonStats, o: &Outcome, took: Duration) {
 pub(crate) fn log(log: &AccessLog, mut record: LogRecord, o: &Outcome, started: Instant) {
     record.status = o.status;
     record.bytes = o.bytes;
-    record.route = route_name(o.kind);
+    record.route = o.kind.name();
     record.duration = started.elapsed();
     if o.request_id.is_some() {
         record.request_id.clone_from(&o.request_id);

@@ -219,7 +219,7 @@ fn answer_head(
         field(out, b"content-encoding", b"gzip");
         field(out, b"vary", b"Accept-Encoding");
         field(out, b"transfer-encoding", b"chunked");
-        ours(out, cfg, "backend", close, dated, tls);
+        ours(out, cfg, RouteKind::Backend, close, dated, tls);
         return;
     }
     match relayed.framing() {
@@ -233,7 +233,7 @@ fn answer_head(
         }
         Framing::UntilClose => {}
     }
-    ours(out, cfg, "backend", close, dated, tls);
+    ours(out, cfg, RouteKind::Backend, close, dated, tls);
 }
 
 /// The error page's head into `out`; returns the page.
@@ -262,12 +262,12 @@ fn error_page(
     if let Some(secs) = retry_after {
         field(out, b"retry-after", secs.to_string().as_bytes());
     }
-    ours(out, cfg, "error", plan.close, false, tls);
+    ours(out, cfg, RouteKind::Error, plan.close, false, tls);
     page
 }
 
 /// The front's own fields and the end of the head.
-fn ours(out: &mut Vec<u8>, cfg: &Config, route: &'static str, close: bool, dated: bool, tls: bool) {
+fn ours(out: &mut Vec<u8>, cfg: &Config, route: RouteKind, close: bool, dated: bool, tls: bool) {
     front_fields(out, cfg, route, tls);
     if close {
         field(out, b"connection", b"close");
