@@ -166,9 +166,11 @@ fn content_length(values: &[&[u8]]) -> Result<Option<u64>, String> {
 }
 
 /// Finds the end of a chunked body without changing a byte (RFC 9112 §7.1), so the chunks can
-/// go to the client as they came and the connection back to the pool after the last one.
-#[derive(Debug, Default)]
-pub(crate) struct ChunkedEnd {
+/// go to the client as they came and the connection back to the pool after the last one. The
+/// one chunked scanner: the relay reads backend answers with it, the front's head guard client
+/// requests, so both refuse exactly the same framing.
+#[derive(Debug, Default, Clone)]
+pub struct ChunkedEnd {
     state: Chunk,
     size: u64,
     digits: usize,
@@ -176,6 +178,17 @@ pub(crate) struct ChunkedEnd {
     left: u64,
     /// Payload bytes seen, for the access log.
     pub(crate) payload: u64,
+}
+
+/// Chunked framing that breaks the rules, and where: `at` indexes the bytes of the `feed` call
+/// that found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{why}")]
+pub struct ChunkError {
+    /// The offending byte's index in the bytes fed.
+    pub at: usize,
+    /// What is wrong, for the log.
+    pub why: &'static str,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -196,16 +209,17 @@ enum Chunk {
 
 impl ChunkedEnd {
     /// Takes the next bytes of the body: `Ok(Some(n))` when it ends after the first `n` of them.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ChunkError> {
         self.feed_with(bytes, |_| {})
     }
 
     /// [`ChunkedEnd::feed`], handing each piece of chunk data (the payload) to `data`.
-    pub(crate) fn feed_with(
+    pub fn feed_with(
         &mut self,
         bytes: &[u8],
         mut data: impl FnMut(&[u8]),
-    ) -> Result<Option<usize>, &'static str> {
+    ) -> Result<Option<usize>, ChunkError> {
+        let fail = |at: usize, why: &'static str| ChunkError { at, why };
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -217,19 +231,19 @@ impl ChunkedEnd {
                             .size
                             .checked_mul(16)
                             .and_then(|s| s.checked_add(d))
-                            .ok_or("chunk size overflow")?;
+                            .ok_or(fail(i, "chunk size overflow"))?;
                         self.digits += 1;
                         if self.digits > MAX_CHUNK_SIZE_DIGITS {
-                            return Err("chunk size has too many digits");
+                            return Err(fail(i, "chunk size has too many digits"));
                         }
                     }
-                    _ if self.digits == 0 => return Err("chunk size expected"),
+                    _ if self.digits == 0 => return Err(fail(i, "chunk size expected")),
                     b';' | b' ' | b'\t' => {
                         self.state = Chunk::Ext;
                         self.line = self.digits;
                     }
                     b'\r' => self.state = Chunk::SizeLf,
-                    _ => return Err("invalid chunk size"),
+                    _ => return Err(fail(i, "invalid chunk size")),
                 },
                 Chunk::Ext | Chunk::TrailerLine => {
                     if b == b'\r' {
@@ -239,17 +253,17 @@ impl ChunkedEnd {
                             Chunk::TrailerLf
                         };
                     } else if b == b'\n' {
-                        return Err("bare LF in chunked framing");
+                        return Err(fail(i, "bare LF in chunked framing"));
                     } else {
                         self.line += 1;
                         if self.line > MAX_CHUNK_LINE {
-                            return Err("chunk line too long");
+                            return Err(fail(i, "chunk line too long"));
                         }
                     }
                 }
                 Chunk::SizeLf => {
                     if b != b'\n' {
-                        return Err("CR without LF after a chunk size");
+                        return Err(fail(i, "CR without LF after a chunk size"));
                     }
                     self.state = if self.size == 0 {
                         Chunk::Trailer
@@ -275,7 +289,10 @@ impl ChunkedEnd {
                 }
                 Chunk::DataCr if b == b'\r' => self.state = Chunk::DataLf,
                 Chunk::DataLf if b == b'\n' => self.state = Chunk::Size,
-                Chunk::DataCr | Chunk::DataLf => return Err("chunk data not followed by CRLF"),
+                Chunk::DataCr | Chunk::DataLf => {
+                    return Err(fail(i, "chunk data not followed by CRLF"))
+                }
+                Chunk::Trailer if b == b'\n' => return Err(fail(i, "bare LF in chunked framing")),
                 Chunk::Trailer => {
                     if b == b'\r' {
                         self.state = Chunk::EndLf;
@@ -285,7 +302,7 @@ impl ChunkedEnd {
                     }
                 }
                 Chunk::TrailerLf | Chunk::EndLf if b != b'\n' => {
-                    return Err("CR without LF in chunked framing")
+                    return Err(fail(i, "CR without LF in chunked framing"))
                 }
                 Chunk::TrailerLf => self.state = Chunk::Trailer,
                 Chunk::EndLf => {
@@ -404,7 +421,7 @@ mod tests {
         let mut s = ChunkedEnd::default();
         let mut at = 0;
         for piece in body.chunks(step) {
-            if let Some(n) = s.feed(piece)? {
+            if let Some(n) = s.feed(piece).map_err(|e| e.why)? {
                 return Ok(Some((at + n, s.payload)));
             }
             at += piece.len();
@@ -434,6 +451,7 @@ mod tests {
             b"0000000000000005\r\nhello\r\n0\r\n\r\n",
             b"0\r\nX: y\n\r\n",
             b"0\r\n\rX",
+            b"0\r\n\n\r\n",
         ] {
             assert!(
                 scan_all(bad, 1).is_err(),
@@ -441,5 +459,17 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn errors_say_which_byte() {
+        let at = |body: &[u8]| ChunkedEnd::default().feed(body).unwrap_err().at;
+        assert_eq!(at(b"5\r\nhelloX\r\n"), 8);
+        assert_eq!(at(b"3\nabc"), 1);
+        assert_eq!(at(b"0\r\n\n"), 3);
+        // Fed in pieces, the index is within the piece that holds the byte.
+        let mut s = ChunkedEnd::default();
+        assert_eq!(s.feed(b"5\r\nhe"), Ok(None));
+        assert_eq!(s.feed(b"lloX").unwrap_err().at, 3);
     }
 }

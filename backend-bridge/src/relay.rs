@@ -31,7 +31,7 @@ use crate::raw::{RawConn, ReadFailure};
 use crate::spool::{pump, Source, Spool, WriteSink};
 use crate::upstreams::Slot;
 
-use crate::h1::{parse_head, ChunkedEnd, Framing, ResponseHead, MAX_RESPONSE_HEAD};
+use crate::h1::{parse_head, ChunkError, ChunkedEnd, Framing, ResponseHead, MAX_RESPONSE_HEAD};
 
 /// A request the relay can carry, as the front parsed it: origin-form HTTP/1.1, exactly one
 /// `Host`, no body, no `Expect`, no upgrade. The caller checks these.
@@ -672,7 +672,7 @@ async fn copy_chunked<W: AsyncWrite + Unpin>(
     limit: Duration,
 ) -> io::Result<(u64, bool)> {
     let mut scan = ChunkedEnd::default();
-    let bad = |e: &'static str| io::Error::new(io::ErrorKind::InvalidData, e);
+    let bad = |e: ChunkError| io::Error::new(io::ErrorKind::InvalidData, e);
     let mut head = Some(head);
     loop {
         let end = scan.feed(&conn.buf).map_err(bad)?;

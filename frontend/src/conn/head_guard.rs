@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::future::Future;
 use std::time::Duration;
 
-use khttpd_bridge::h1::{MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS, MAX_REQUEST_FIELDS};
+use khttpd_bridge::h1::{ChunkedEnd, MAX_REQUEST_FIELDS};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -222,34 +222,15 @@ pub(crate) enum Phase {
     Aside,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum State {
     /// Reading a head; `prev` is the byte before, for the CR check.
     Head,
     /// `n` body bytes to skip.
     Body(u64),
-    /// Hex digits of a chunk size so far.
-    ChunkSize {
-        digits: u8,
-    },
-    /// Chunk extensions up to CR; `line`: the chunk-size line's length so far.
-    ChunkExt {
-        line: u16,
-    },
-    /// After the CR of a chunk-size line; `last` when the size was zero.
-    ChunkSizeLf {
-        last: bool,
-        size: u64,
-    },
-    /// Chunk data still to skip.
-    ChunkData(u64),
-    /// CR then LF after chunk data.
-    ChunkDataCr,
-    ChunkDataLf,
-    /// Trailer section; `line_empty` while the current line has no byte yet.
-    Trailer {
-        line_empty: bool,
-    },
+    /// A chunked body, followed by the one chunked scanner of the bridge's `h1` (boxed: few
+    /// requests have one, and every connection holds a `State`).
+    Chunked(Box<ChunkedEnd>),
     /// Not following any more (upgrade, poisoned, or something hyper will refuse anyway).
     Aside,
 }
@@ -261,7 +242,6 @@ pub(crate) struct Scanner {
     prev: u8,
     head: Vec<u8>,
     max_head: usize,
-    chunk_size: u64,
     heads_done: u64,
     /// The body being read belongs to a request asking for an upgrade: follow (and time) the body,
     /// then stand aside, since what follows may be another protocol.
@@ -276,7 +256,6 @@ impl Scanner {
             prev: 0,
             head: Vec::new(),
             max_head,
-            chunk_size: 0,
             heads_done: 0,
             then_aside: false,
         }
@@ -295,17 +274,18 @@ impl Scanner {
     /// Whether the tracker gave up following (after poisoning or an upgrade).
     #[cfg(test)]
     pub(crate) fn is_aside(&self) -> bool {
-        self.state == State::Aside
+        matches!(self.state, State::Aside)
     }
 
     /// Follows `bytes` just read from the client, poisoning them on the first violation.
     pub(crate) fn feed(&mut self, bytes: &mut [u8]) {
         // Where the current request's head starts in `bytes`, if it starts in this read.
-        let mut head_start: Option<usize> = if self.state == State::Head && !self.head.is_empty() {
-            None
-        } else {
-            Some(0)
-        };
+        let mut head_start: Option<usize> =
+            if matches!(self.state, State::Head) && !self.head.is_empty() {
+                None
+            } else {
+                Some(0)
+            };
         // Where the current head's bytes not yet in `self.head` start, while reading a head.
         let mut in_head_from: Option<usize> = None;
         let mut i = 0;
@@ -369,7 +349,6 @@ impl Scanner {
                     match verdict {
                         Ok((State::Head, _)) => head_start = Some(i),
                         Ok((next, upgrade)) => {
-                            self.chunk_size = 0;
                             self.state = next;
                             self.then_aside = upgrade;
                         }
@@ -391,92 +370,25 @@ impl Scanner {
                     self.prev = 0;
                     continue;
                 }
-                State::ChunkSize { digits } => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        if usize::from(digits) >= MAX_CHUNK_SIZE_DIGITS {
-                            return self.poison(bytes, head_start.unwrap_or(i));
+                State::Chunked(ref mut chunks) => {
+                    match chunks.feed(&bytes[i..]) {
+                        Ok(Some(n)) => {
+                            i += n;
+                            self.state = if self.then_aside {
+                                State::Aside
+                            } else {
+                                State::Head
+                            };
+                            // The body's last byte was the LF of its final CRLF.
+                            self.prev = b'\n';
+                            head_start = Some(i);
                         }
-                        self.chunk_size = self.chunk_size << 4 | u64::from(hex(b));
-                        self.state = State::ChunkSize { digits: digits + 1 };
+                        Ok(None) => i = bytes.len(),
+                        Err(e) => return self.poison(bytes, head_start.unwrap_or(i + e.at)),
                     }
-                    b';' | b' ' | b'\t' if digits > 0 => {
-                        self.state = State::ChunkExt {
-                            line: u16::from(digits),
-                        }
-                    }
-                    b'\r' if digits > 0 => {
-                        self.state = State::ChunkSizeLf {
-                            last: self.chunk_size == 0,
-                            size: self.chunk_size,
-                        }
-                    }
-                    _ => return self.poison(bytes, head_start.unwrap_or(i)),
-                },
-                State::ChunkExt { line } => match b {
-                    b'\r' => {
-                        self.state = State::ChunkSizeLf {
-                            last: self.chunk_size == 0,
-                            size: self.chunk_size,
-                        }
-                    }
-                    b'\n' => return self.poison(bytes, head_start.unwrap_or(i)),
-                    _ if usize::from(line) >= MAX_CHUNK_LINE => {
-                        return self.poison(bytes, head_start.unwrap_or(i))
-                    }
-                    _ => self.state = State::ChunkExt { line: line + 1 },
-                },
-                State::ChunkSizeLf { last, size } => {
-                    if b != b'\n' {
-                        return self.poison(bytes, head_start.unwrap_or(i));
-                    }
-                    self.chunk_size = 0;
-                    self.state = if last {
-                        State::Trailer { line_empty: true }
-                    } else {
-                        State::ChunkData(size)
-                    };
-                }
-                State::ChunkData(n) => {
-                    let take = n.min((bytes.len() - i) as u64);
-                    i += take as usize;
-                    self.state = if n == take {
-                        State::ChunkDataCr
-                    } else {
-                        State::ChunkData(n - take)
-                    };
                     continue;
                 }
-                State::ChunkDataCr => {
-                    if b != b'\r' {
-                        return self.poison(bytes, head_start.unwrap_or(i));
-                    }
-                    self.state = State::ChunkDataLf;
-                }
-                State::ChunkDataLf => {
-                    if b != b'\n' {
-                        return self.poison(bytes, head_start.unwrap_or(i));
-                    }
-                    self.state = State::ChunkSize { digits: 0 };
-                }
-                State::Trailer { line_empty } => match b {
-                    b'\n' if self.prev != b'\r' => {
-                        return self.poison(bytes, head_start.unwrap_or(i))
-                    }
-                    b'\n' if line_empty => {
-                        self.state = if self.then_aside {
-                            State::Aside
-                        } else {
-                            State::Head
-                        };
-                        head_start = Some(i + 1);
-                    }
-                    b'\n' => self.state = State::Trailer { line_empty: true },
-                    b'\r' => {}
-                    _ => self.state = State::Trailer { line_empty: false },
-                },
             }
-            self.prev = b;
-            i += 1;
         }
         // A read that ended right after a line of an unfinished head.
         if let Some(from) = in_head_from {
@@ -533,7 +445,7 @@ fn after_head(head: &[u8]) -> Result<(State, bool), ()> {
     // the body timeout, whatever the headers say; only after it may the bytes be another protocol.
     let state = match (length, chunked) {
         (Some(_), true) => return Err(()),
-        (_, true) => State::ChunkSize { digits: 0 },
+        (_, true) => State::Chunked(Box::default()),
         (Some(0) | None, false) if upgrade => State::Aside,
         (Some(0) | None, false) => State::Head,
         (Some(n), false) => State::Body(n),
@@ -574,14 +486,6 @@ fn mentions_framing(head: &[u8]) -> bool {
         start = end + 1;
     }
     false
-}
-
-fn hex(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10,
-    }
 }
 
 #[cfg(test)]
@@ -675,7 +579,7 @@ mod tests {
         poisoned(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000003\r\nabc\r\n0\r\n\r\n");
         let mut long_ext =
             b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;".to_vec();
-        long_ext.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE));
+        long_ext.extend(std::iter::repeat_n(b'x', khttpd_bridge::h1::MAX_CHUNK_LINE));
         long_ext.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
         poisoned(&long_ext);
         // In one read, the head itself is poisoned so the request never reaches a service.
