@@ -32,7 +32,7 @@ use crate::cache::negotiate::Encoding;
 use crate::conn::handler::{path_of, route_afresh, ConnCtx};
 use crate::conn::head_guard::HeadGuard;
 use crate::conn::stream::ClientStream;
-use crate::conn::wire::{front_fields, http_date, MAX_FIELDS};
+use crate::conn::wire::{end_head, field, status_line, MAX_FIELDS};
 use crate::daemon::stats::{RouteKind, Stage};
 use crate::logging::finish::{self, finish};
 use crate::logging::log_line::LogRecord;
@@ -698,17 +698,11 @@ fn answer(
     };
 
     // The same fields, in the same form, as the full pipeline's answer.
-    let field = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
     let status = if not_modified {
-        out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
+        status_line(out, 304, b"");
         304
     } else {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        status_line(out, 200, b"");
         match &rep {
             Rep::Cached(r) => {
                 field(out, b"content-type", r.content_type.as_bytes());
@@ -734,13 +728,7 @@ fn answer(
     caching_fields(&caching, cfg, path_of(target), |name, value| {
         field(out, name.as_str().as_bytes(), value.as_bytes())
     });
-    front_fields(out, cfg, RouteKind::Static, ctx.tls);
-    if f.close {
-        field(out, b"connection", b"close");
-    }
-    out.extend_from_slice(b"date: ");
-    http_date(out);
-    out.extend_from_slice(b"\r\n\r\n");
+    end_head(out, cfg, RouteKind::Static, ctx.tls, f.close, false);
 
     let sends_body = !not_modified && !head_only;
     let (body, len, open_file) = match rep {

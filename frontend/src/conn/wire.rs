@@ -1,6 +1,7 @@
 //! The HTTP/1.1 pieces both encoders of the front's answers share: the raw bytes of the fast path,
 //! the relay and the busy and error pages, and the `http::Response` hyper writes (HTTP/1.1 and
-//! HTTP/2). Request parsing limits are `khttpd_bridge::h1`'s.
+//! HTTP/2). The raw encoder itself is here too ([`status_line`], [`field`], [`end_head`]), so the
+//! fast path and the relay write heads one way. Request parsing limits are `khttpd_bridge::h1`'s.
 
 use std::time::SystemTime;
 
@@ -41,11 +42,60 @@ pub(crate) fn own_fields<'a>(
 /// [`own_fields`] as HTTP/1.1 header lines.
 pub(crate) fn front_fields(out: &mut Vec<u8>, cfg: &Config, route: RouteKind, tls: bool) {
     for (name, value) in own_fields(cfg, route, tls) {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// The status line: the standard reason for a known status, else `reason` as the backend sent it
+/// (any bytes: RFC 9112 §4 lets a client ignore it).
+pub(crate) fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    match status {
+        200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n"),
+        304 => out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n"),
+        _ => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(status.to_string().as_bytes());
+            out.push(b' ');
+            match http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+            {
+                Some(known) => out.extend_from_slice(known.as_bytes()),
+                None => out.extend_from_slice(reason),
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// One header line.
+pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of every raw head: the front's own fields, `Connection: close` when the connection
+/// ends after this answer, `Date` unless the backend's is kept (`dated`), and the blank line.
+pub(crate) fn end_head(
+    out: &mut Vec<u8>,
+    cfg: &Config,
+    route: RouteKind,
+    tls: bool,
+    close: bool,
+    dated: bool,
+) {
+    front_fields(out, cfg, route, tls);
+    if close {
+        field(out, b"connection", b"close");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        http_date(out);
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Today's `Date` value, formatted once a second per thread.
@@ -81,6 +131,20 @@ mod tests {
         http_date(&mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(httpdate::parse_http_date(&text).is_ok(), "{text}");
+    }
+
+    #[test]
+    fn status_lines_take_the_standard_reason_or_the_backends_bytes() {
+        let line = |status, reason: &[u8]| {
+            let mut out = Vec::new();
+            status_line(&mut out, status, reason);
+            out
+        };
+        assert_eq!(line(200, b"Fine"), b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(line(304, b""), b"HTTP/1.1 304 Not Modified\r\n");
+        assert_eq!(line(404, b"Gone"), b"HTTP/1.1 404 Not Found\r\n");
+        assert_eq!(line(499, b"caf\xe9"), b"HTTP/1.1 499 caf\xe9\r\n");
+        assert_eq!(line(599, b""), b"HTTP/1.1 599 \r\n");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::conn::handler::{backend_failed, ConnCtx};
 use crate::conn::head_guard::HeadGuard;
 use crate::conn::stream::ClientStream;
-use crate::conn::wire::{front_fields, http_date, MAX_FIELDS};
+use crate::conn::wire::{end_head, field, status_line, MAX_FIELDS};
 use crate::daemon::stats::{RouteKind, Stage};
 use crate::logging::finish::{finish, Outcome};
 use crate::logging::log_line::LogRecord;
@@ -191,17 +191,7 @@ fn answer_head(
     gzip: bool,
 ) {
     let status = relayed.status();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
-    match StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-    {
-        Some(reason) => out.extend_from_slice(reason.as_bytes()),
-        None => out.extend_from_slice(relayed.reason()),
-    }
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status, relayed.reason());
     let mut dated = false;
     for (name, value) in relayed.fields() {
         // Ours replaces the backend's, as on the full pipeline.
@@ -219,7 +209,7 @@ fn answer_head(
         field(out, b"content-encoding", b"gzip");
         field(out, b"vary", b"Accept-Encoding");
         field(out, b"transfer-encoding", b"chunked");
-        ours(out, cfg, RouteKind::Backend, close, dated, tls);
+        end_head(out, cfg, RouteKind::Backend, tls, close, dated);
         return;
     }
     match relayed.framing() {
@@ -233,7 +223,7 @@ fn answer_head(
         }
         Framing::UntilClose => {}
     }
-    ours(out, cfg, RouteKind::Backend, close, dated, tls);
+    end_head(out, cfg, RouteKind::Backend, tls, close, dated);
 }
 
 /// The error page's head into `out`; returns the page.
@@ -252,37 +242,12 @@ fn error_page(
         .get(&status.as_u16())
         .cloned()
         .unwrap_or_else(|| bytes::Bytes::from(pages::error_html(status, detail)));
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status.as_u16(), b"Error");
     field(out, b"content-type", pages::ERROR_TYPE.as_bytes());
     field(out, b"content-length", page.len().to_string().as_bytes());
     if let Some(secs) = retry_after {
         field(out, b"retry-after", secs.to_string().as_bytes());
     }
-    ours(out, cfg, RouteKind::Error, plan.close, false, tls);
+    end_head(out, cfg, RouteKind::Error, tls, plan.close, false);
     page
-}
-
-/// The front's own fields and the end of the head.
-fn ours(out: &mut Vec<u8>, cfg: &Config, route: RouteKind, close: bool, dated: bool, tls: bool) {
-    front_fields(out, cfg, route, tls);
-    if close {
-        field(out, b"connection", b"close");
-    }
-    if !dated {
-        out.extend_from_slice(b"date: ");
-        http_date(out);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
