@@ -108,28 +108,26 @@ fn bad_path_detail(e: &crate::route::path::PathError) -> &'static str {
     }
 }
 
-/// Marks "not the version routing saw" inside the `io::Error` the blocking pool and the cache
-/// carry; the conversion below makes it [`FrontError::Stale`].
-#[derive(Debug)]
-pub(crate) struct StaleFile;
-
-impl std::fmt::Display for StaleFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("file changed since it was routed")
-    }
+/// "Not the version routing saw", as the blocking pool and the cache carry it: an `io::Error` of
+/// kind `StaleNetworkFileHandle` (ESTALE, which an NFS server also gives for a file replaced
+/// under an open handle), so its kind alone says it and nothing is downcast.
+pub(crate) fn stale_file() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::StaleNetworkFileHandle,
+        "file changed since it was routed",
+    )
 }
-
-impl std::error::Error for StaleFile {}
 
 impl From<io::Error> for FrontError {
     /// A file that is not the version routing saw, or no longer exists, is routed afresh; other
     /// failures are the file system's.
     fn from(e: io::Error) -> FrontError {
-        let stale = e.get_ref().is_some_and(|inner| inner.is::<StaleFile>())
-            || matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            );
+        let stale = matches!(
+            e.kind(),
+            io::ErrorKind::StaleNetworkFileHandle
+                | io::ErrorKind::NotFound
+                | io::ErrorKind::NotADirectory
+        );
         if stale {
             FrontError::Stale
         } else {
@@ -178,10 +176,7 @@ mod tests {
             FrontError::from(io::Error::from(io::ErrorKind::NotFound)),
             FrontError::Stale
         ));
-        assert!(matches!(
-            FrontError::from(io::Error::other(StaleFile)),
-            FrontError::Stale
-        ));
+        assert!(matches!(FrontError::from(stale_file()), FrontError::Stale));
     }
 
     #[test]

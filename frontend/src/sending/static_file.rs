@@ -34,7 +34,7 @@ use crate::cache::negotiate::Encoding;
 use crate::cache::representation::{FileHead, Representation};
 use crate::cache::store::ContentCache;
 use crate::config::Config;
-use crate::error::{FrontError, StaleFile};
+use crate::error::{stale_file, FrontError};
 use crate::pages;
 use crate::route::decide::{Route, StaticFile};
 use crate::route::fs::{Kind, Meta};
@@ -298,8 +298,8 @@ pub(crate) enum Negotiate {
 
 /// The cached representation of a small file for an Accept-Encoding value (identity unless
 /// `negotiate` allows a variant): read once per file version, each encoding compressed (or taken
-/// from a sibling) once. A file that is no longer the routed version is an error [`FrontError`] takes for [`FrontError::Stale`]
-/// recognises.
+/// from a sibling) once. A file that is no longer the routed version is an error that
+/// [`FrontError`] takes for [`FrontError::Stale`].
 pub(crate) async fn representation(
     file: &StaticFile,
     accept_encoding: Option<&str>,
@@ -446,7 +446,7 @@ pub(crate) fn open_checked(
     if (now.dev, now.ino, now.len, now.mtime)
         != (expected.dev, expected.ino, expected.len, expected.mtime)
     {
-        return Err(io::Error::other(StaleFile));
+        return Err(stale_file());
     }
     Ok(f)
 }
