@@ -6,12 +6,12 @@
 
 use std::io;
 
-use http::header::{HeaderValue, CONNECTION, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONNECTION, RETRY_AFTER};
 use http::{Response, StatusCode};
 use khttpd_bridge::BridgeError;
 
 use crate::pages;
-use crate::route::decide::Reject;
+use crate::route::decide::{NoBackend, Reject};
 use crate::sending::body::Body;
 use crate::userspace::upload::UploadError;
 
@@ -29,9 +29,13 @@ pub(crate) enum FrontError {
     /// The client's body: too large (413) or broken off (400); or its temporary file (500).
     #[error(transparent)]
     Upload(#[from] UploadError),
-    /// The backend's fault (502, 503, 504), or none configured.
+    /// The backend's fault (502, 503, 504).
     #[error(transparent)]
     Backend(#[from] BridgeError),
+    /// The request is the backend's and none is configured (the operator's choice): 405 for a
+    /// method, else 404, 502 or 403 by what routing found; never the file itself.
+    #[error("no backend configured: {}", .0.why())]
+    NoBackend(NoBackend),
     /// The file changed or went away between routing and answering, and again when routed
     /// afresh (503: retry).
     #[error("the file changed since it was routed")]
@@ -52,6 +56,7 @@ impl FrontError {
             FrontError::Route(r) => r.status(),
             FrontError::Upload(u) => u.status(),
             FrontError::Backend(b) => b.status(),
+            FrontError::NoBackend(n) => n.status(),
             FrontError::Stale => StatusCode::SERVICE_UNAVAILABLE,
             FrontError::Fs(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 StatusCode::FORBIDDEN
@@ -67,6 +72,10 @@ impl FrontError {
             FrontError::Route(Reject::BadPath(e)) => bad_path_detail(e),
             FrontError::Route(Reject::Forbidden(why)) => why,
             FrontError::Backend(b) => b.detail(),
+            // Why is the operator's business (the log), not the visitor's.
+            FrontError::NoBackend(NoBackend::MethodNotAllowed) => {
+                "This server serves static files only (GET and HEAD)."
+            }
             FrontError::Stale => "The file is changing; retry.",
             _ => pages::default_detail(self.status()),
         }
@@ -90,6 +99,9 @@ impl FrontError {
                 if let Some(secs) = b.retry_after() {
                     h.insert(RETRY_AFTER, HeaderValue::from(secs));
                 }
+            }
+            FrontError::NoBackend(NoBackend::MethodNotAllowed) => {
+                h.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             }
             _ => {}
         }
@@ -160,6 +172,11 @@ mod tests {
             assert_eq!(e.status().as_u16(), status, "{e}");
             assert_eq!(e.page().status().as_u16(), status, "{e}");
         }
+        let method = FrontError::NoBackend(NoBackend::MethodNotAllowed).page();
+        assert_eq!(
+            (method.status().as_u16(), &method.headers()[ALLOW]),
+            (405, &HeaderValue::from_static("GET, HEAD"))
+        );
         let busy = FrontError::Backend(BridgeError::QueueFull).page();
         assert!(busy.headers().contains_key(RETRY_AFTER));
         assert_eq!(
@@ -188,5 +205,15 @@ mod tests {
         };
         assert!(len.to_str().is_ok());
         assert!(!pages::error_html(e.status(), e.detail()).contains("/etc/secret"));
+        // Nor the configuration: whether a backend exists is the operator's business.
+        for reason in [
+            crate::route::decide::BackendReason::Method,
+            crate::route::decide::BackendReason::Missing,
+            crate::route::decide::BackendReason::Hidden,
+        ] {
+            let e = FrontError::NoBackend(crate::route::decide::Route::without_backend(reason));
+            assert!(!e.detail().contains("backend"), "{}", e.detail());
+            assert!(e.to_string().contains("no backend"), "{e}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! The detail line is always one of our own static strings, never request data, so a page can never
 //! reflect a client's input back (no XSS through error pages).
 
-use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use crate::sending::body::Body;
@@ -29,17 +29,6 @@ pub(crate) fn error(status: StatusCode, detail: &str) -> Response<Body> {
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
     h.insert(CONTENT_LENGTH, HeaderValue::from(html.len()));
-    r
-}
-
-/// 405 with `Allow: GET, HEAD`, for methods the front cannot serve and no backend can take.
-pub(crate) fn method_not_allowed() -> Response<Body> {
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "This server serves static files only (GET and HEAD); no backend is configured for other methods.",
-    );
-    r.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     r
 }
 
@@ -74,6 +63,5 @@ mod tests {
             assert_eq!(r.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
             assert!(r.headers().contains_key(CONTENT_LENGTH));
         }
-        assert_eq!(method_not_allowed().headers()[ALLOW], "GET, HEAD");
     }
 }

@@ -21,7 +21,7 @@ use crate::error::FrontError;
 use crate::logging::finish::{self, Outcome};
 use crate::logging::log_line::LogRecord;
 use crate::pages;
-use crate::route::decide::{self, BackendReason, NoBackend, Route};
+use crate::route::decide::{self, BackendReason, Route};
 use crate::route::fs::RealFs;
 use crate::route::verify::Target;
 use crate::sending::body::{Body, PendingLog};
@@ -236,18 +236,11 @@ async fn userspace(
     reason: BackendReason,
 ) -> (RouteKind, Response<Body>) {
     let Some(session) = ctx.session() else {
-        return match Route::without_backend(reason) {
-            NoBackend::MethodNotAllowed => (RouteKind::Error, pages::method_not_allowed()),
-            NoBackend::Status(status, why) => {
-                // The reason is the operator's business (the log), not the visitor's: the page
-                // says only what any server would.
-                tracing::debug!(peer = %ctx.peer, reason = reason.as_str(), "{why}");
-                (
-                    RouteKind::Error,
-                    pages::error(status, pages::default_detail(status)),
-                )
-            }
-        };
+        let refused = FrontError::NoBackend(Route::without_backend(reason));
+        // The reason is the operator's business (the log), not the visitor's: the page says only
+        // what any server would.
+        tracing::debug!(peer = %ctx.peer, reason = reason.as_str(), "{refused}");
+        return (RouteKind::Error, refused.page());
     };
     // The backend (and the log) learn the request's id: the client's when usable, else a new one.
     let mut req = req;

@@ -157,6 +157,24 @@ pub(crate) enum NoBackend {
     Status(StatusCode, &'static str),
 }
 
+impl NoBackend {
+    /// The status the client gets.
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            NoBackend::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NoBackend::Status(status, _) => status,
+        }
+    }
+
+    /// Why, for the log.
+    pub(crate) fn why(self) -> &'static str {
+        match self {
+            NoBackend::MethodNotAllowed => "a method other than GET or HEAD",
+            NoBackend::Status(_, why) => why,
+        }
+    }
+}
+
 impl Route {
     /// The answer for a backend route when no backend is configured: never the file itself.
     pub(crate) fn without_backend(reason: BackendReason) -> NoBackend {
