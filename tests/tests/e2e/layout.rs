@@ -1,7 +1,7 @@
 //! Issue 14: the crates' modules import each other without circles, so each file can be read (and
 //! changed) knowing only what it names below it. A `crate::name` in code (not in comments or unit
 //! tests) is an edge; any circle fails this test and names its files. Modules live in folders
-//! named after kHTTPd's stages (`conn/fast_path.rs` is `conn::fast_path`).
+//! named after kHTTPd's stages (`conn/head_guard.rs` is `conn::head_guard`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
