@@ -6,7 +6,7 @@
 
 use std::io;
 
-use http::header::{HeaderValue, ALLOW, CONNECTION, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, RETRY_AFTER};
 use http::{Response, StatusCode};
 use khttpd_bridge::BridgeError;
 
@@ -81,29 +81,58 @@ impl FrontError {
         }
     }
 
-    /// The page for this error: its status, the page, and the fields its kind needs.
-    pub(crate) fn page(&self) -> Response<Body> {
+    /// The error as both encoders write it: decided here once.
+    pub(crate) fn answer(&self) -> ErrorAnswer {
         let status = self.status();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(error = %self, "answered 500");
         }
-        let mut page = pages::error(status, self.detail());
-        let h = page.headers_mut();
-        match self {
-            // What follows on this connection cannot be framed (an ambiguous head), or the
-            // rest of a refused body was never read.
-            FrontError::Framing(..) | FrontError::Upload(_) => {
-                h.insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            FrontError::Backend(b) => {
-                if let Some(secs) = b.retry_after() {
-                    h.insert(RETRY_AFTER, HeaderValue::from(secs));
-                }
-            }
+        let field = match self {
+            FrontError::Backend(b) => b
+                .retry_after()
+                .map(|secs| (RETRY_AFTER, HeaderValue::from(secs))),
             FrontError::NoBackend(NoBackend::MethodNotAllowed) => {
-                h.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+                Some((ALLOW, HeaderValue::from_static("GET, HEAD")))
             }
-            _ => {}
+            _ => None,
+        };
+        ErrorAnswer {
+            status,
+            detail: self.detail(),
+            field,
+            // What follows on this connection cannot be framed (an ambiguous head), or the rest
+            // of a refused body was never read.
+            close: matches!(self, FrontError::Framing(..) | FrontError::Upload(_)),
+        }
+    }
+
+    /// The page for this error as hyper's pipeline sends it.
+    pub(crate) fn page(&self) -> Response<Body> {
+        self.answer().response()
+    }
+}
+
+/// An error answer, whichever transport writes it: the status, the page's line, the one field its
+/// kind adds (`Retry-After`, `Allow`), and whether the connection ends after it. Encoded by
+/// [`ErrorAnswer::response`] for hyper and as raw bytes by the relay.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorAnswer {
+    pub(crate) status: StatusCode,
+    pub(crate) detail: &'static str,
+    pub(crate) field: Option<(HeaderName, HeaderValue)>,
+    pub(crate) close: bool,
+}
+
+impl ErrorAnswer {
+    /// The `http::Response` encoder.
+    pub(crate) fn response(&self) -> Response<Body> {
+        let mut page = pages::error(self.status, self.detail);
+        let h = page.headers_mut();
+        if let Some((name, value)) = &self.field {
+            h.insert(name.clone(), value.clone());
+        }
+        if self.close {
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         page
     }

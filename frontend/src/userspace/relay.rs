@@ -9,7 +9,6 @@
 
 use std::time::Instant;
 
-use http::StatusCode;
 use khttpd_bridge::{BridgeError, Framing, RelayRequest, Relayed};
 use tokio::net::TcpStream;
 
@@ -19,6 +18,7 @@ use crate::conn::head_guard::HeadGuard;
 use crate::conn::stream::ClientStream;
 use crate::conn::wire::{end_head, field, status_line, MAX_FIELDS};
 use crate::daemon::stats::{RouteKind, Stage};
+use crate::error::{ErrorAnswer, FrontError};
 use crate::logging::finish::{finish, Outcome};
 use crate::logging::log_line::LogRecord;
 use crate::pages;
@@ -127,16 +127,9 @@ pub(crate) async fn serve(
         Err(BridgeError::ClientGone) => return false,
         Err(e) => {
             backend_failed(ctx, plan.reason, &e);
-            let status = e.status();
-            let page = error_page(
-                &mut out,
-                status,
-                e.detail(),
-                e.retry_after(),
-                cfg,
-                &plan,
-                ctx.tls,
-            );
+            let answer = FrontError::Backend(e).answer();
+            let status = answer.status;
+            let page = error_page(&mut out, &answer, cfg, &plan, ctx.tls);
             let body: &[u8] = if plan.head_only { b"" } else { &page };
             let sent = match khttpd_bridge::relay::write_both(io, &out, body).await {
                 Ok(()) => tokio::io::AsyncWriteExt::flush(io).await,
@@ -226,28 +219,34 @@ fn answer_head(
     end_head(out, cfg, RouteKind::Backend, tls, close, dated);
 }
 
-/// The error page's head into `out`; returns the page.
+/// The raw encoder of an [`ErrorAnswer`]: its head into `out`; returns the page.
 fn error_page(
     out: &mut Vec<u8>,
-    status: StatusCode,
-    detail: &str,
-    retry_after: Option<u64>,
+    answer: &ErrorAnswer,
     cfg: &Config,
     plan: &RelayPlan,
     tls: bool,
 ) -> bytes::Bytes {
+    let status = answer.status;
     // The operator's page (--error-page) when there is one, else the front's own.
     let page = cfg
         .error_pages
         .get(&status.as_u16())
         .cloned()
-        .unwrap_or_else(|| bytes::Bytes::from(pages::error_html(status, detail)));
+        .unwrap_or_else(|| bytes::Bytes::from(pages::error_html(status, answer.detail)));
     status_line(out, status.as_u16(), b"Error");
     field(out, b"content-type", pages::ERROR_TYPE.as_bytes());
     field(out, b"content-length", page.len().to_string().as_bytes());
-    if let Some(secs) = retry_after {
-        field(out, b"retry-after", secs.to_string().as_bytes());
+    if let Some((name, value)) = &answer.field {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    end_head(out, cfg, RouteKind::Error, tls, plan.close, false);
+    end_head(
+        out,
+        cfg,
+        RouteKind::Error,
+        tls,
+        plan.close || answer.close,
+        false,
+    );
     page
 }
