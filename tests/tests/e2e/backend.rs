@@ -1576,3 +1576,65 @@ fn backend_answers_of_every_shape_pass_alike_both_ways() {
         assert_eq!(c.request("GET", "/tiny.php", &[], b"").text(), "tiny");
     }
 }
+
+/// Issue 14: an error the front makes about its backend is decided once (`ErrorAnswer`) and
+/// encoded twice: as raw bytes by the relay (a plain GET or HEAD, which the fast path relays, as
+/// `relayed_answers_match_the_full_pipeline` shows) and as a `Response` by hyper (the same
+/// request with `TE: trailers`). Both must carry the same status, fields and page, the front's
+/// own and the operator's (`--error-page`), for a backend that refuses (502) and one that never
+/// answers (504).
+#[test]
+fn backend_error_pages_are_alike_both_ways() {
+    let fields = |r: &http::Response| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .filter(|(n, _)| !matches!(n.as_str(), "date" | "keep-alive"))
+            .collect();
+        h.sort();
+        h
+    };
+    // Nothing listens on a port just given back: every connection is refused.
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // Accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stalled = silent.local_addr().unwrap();
+    let _hold = std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(16).collect();
+        std::thread::sleep(Duration::from_secs(20));
+        drop(held);
+    });
+    let doc = Docroot::new();
+    std::fs::write(doc.root().join("oops.html"), "<p>our own words</p>\n").unwrap();
+    for (backend, status) in [(refused, 502), (stalled, 504)] {
+        for custom in [false, true] {
+            let mut extra = vec!["--threads", "1", "--backend-timeout", "1", "--route-header"];
+            let spec = format!("{status}=/oops.html");
+            if custom {
+                extra.extend_from_slice(&["--error-page", &spec]);
+            }
+            let f = front(Proto::H1, &doc, backend, &extra);
+            for method in ["GET", "HEAD"] {
+                let case = format!("{method} to {backend} (custom page: {custom})");
+                let relayed = http::request(f.addr, method, "/env.php", &[], b"");
+                let full = http::request(f.addr, method, "/env.php", &[("TE", "trailers")], b"");
+                assert_eq!((relayed.status, full.status), (status, status), "{case}");
+                assert_eq!(fields(&relayed), fields(&full), "{case}");
+                assert_eq!(relayed.body, full.body, "{case}");
+                assert_eq!(relayed.header("x-khttpd-route"), Some("error"), "{case}");
+                if method == "GET" {
+                    assert_eq!(
+                        relayed.text().contains("our own words"),
+                        custom,
+                        "{case}: {}",
+                        relayed.text()
+                    );
+                }
+            }
+        }
+    }
+}

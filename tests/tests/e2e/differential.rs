@@ -95,7 +95,7 @@ fn fast_path_and_hyper_answer_alike() {
             "--add-header",
             "/files/*=X-Frame-Options: DENY",
         ],
-        96,
+        128,
     );
 }
 
@@ -103,7 +103,7 @@ fn fast_path_and_hyper_answer_alike() {
 /// answers are still the pipeline's (here `index.html`, `app.js` and `style.css` exceed 1 KiB).
 #[test]
 fn files_sent_from_disk_answer_as_the_pipeline_does() {
-    alike(&["--cache-max-file", "1K"], 48);
+    alike(&["--cache-max-file", "1K"], 64);
 }
 
 fn alike(extra: &[&str], cases: u32) {
