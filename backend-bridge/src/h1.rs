@@ -41,6 +41,77 @@ pub enum Framing {
     UntilClose,
 }
 
+/// How a client's request body is delimited, by the strict rules a front owes the server behind
+/// it (RFC 9112 §6.1, §6.3): anything two parsers could read differently is refused, not repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+}
+
+/// A request head whose framing is refused: the status (400, or 501 for a transfer coding other
+/// than `chunked`) and why, in words fit for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedFraming {
+    /// 400 or 501.
+    pub status: u16,
+    /// What is wrong.
+    pub why: &'static str,
+}
+
+/// The framing of a request from its fields (`name`, `value` pairs, in any case): one
+/// `Content-Length` of digits, or one `Transfer-Encoding: chunked`, never both, never repeated;
+/// and whether it asks for an upgrade. The head guard (raw bytes before hyper) and the hyper
+/// handler (HTTP/1.1 and HTTP/2) both decide with it. A backend answer's framing is
+/// [`parse_head`]'s, which takes what RFC 9112 lets a recipient accept (equal repeated lengths).
+pub fn request_framing<'a>(
+    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<(RequestBody, bool), RefusedFraming> {
+    let refuse = |status, why| Err(RefusedFraming { status, why });
+    let (mut length, mut lengths, mut codings, mut chunked, mut upgrade) =
+        (None, 0, 0, false, false);
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            let digits = value.trim_ascii();
+            length =
+                (!digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                    .flatten();
+            if length.is_none() {
+                return refuse(400, "Content-Length is not a number.");
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings += 1;
+            chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        }
+    }
+    if codings > 0 && lengths > 0 {
+        return refuse(
+            400,
+            "Content-Length and Transfer-Encoding together are ambiguous.",
+        );
+    }
+    if lengths > 1 {
+        return refuse(400, "Content-Length must appear once.");
+    }
+    if codings > 1 || (codings == 1 && !chunked) {
+        return refuse(501, "Only the chunked transfer coding is supported.");
+    }
+    let body = match (length, chunked) {
+        (_, true) => RequestBody::Chunked,
+        (Some(n), false) => RequestBody::Length(n),
+        (None, false) => RequestBody::None,
+    };
+    Ok((body, upgrade))
+}
+
 /// A parsed response head; ranges index the connection's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ResponseHead {
@@ -471,5 +542,42 @@ mod tests {
         let mut s = ChunkedEnd::default();
         assert_eq!(s.feed(b"5\r\nhe"), Ok(None));
         assert_eq!(s.feed(b"lloX").unwrap_err().at, 3);
+    }
+
+    #[test]
+    fn request_framing_is_strict() {
+        let f = |fields: &[(&str, &str)]| {
+            request_framing(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+        };
+        assert_eq!(f(&[]), Ok((RequestBody::None, false)));
+        assert_eq!(
+            f(&[("Content-Length", " 12 ")]),
+            Ok((RequestBody::Length(12), false))
+        );
+        assert_eq!(
+            f(&[("transfer-encoding", "Chunked"), ("Upgrade", "websocket")]),
+            Ok((RequestBody::Chunked, true))
+        );
+        for (fields, status) in [
+            (
+                &[("Content-Length", "1"), ("Transfer-Encoding", "chunked")][..],
+                400,
+            ),
+            (&[("Content-Length", "1"), ("Content-Length", "1")][..], 400),
+            (&[("Content-Length", "1, 1")][..], 400),
+            (&[("Content-Length", "-1")][..], 400),
+            (&[("Content-Length", "")][..], 400),
+            (&[("Content-Length", "99999999999999999999")][..], 400),
+            (&[("Transfer-Encoding", "gzip, chunked")][..], 501),
+            (
+                &[
+                    ("Transfer-Encoding", "chunked"),
+                    ("Transfer-Encoding", "chunked"),
+                ][..],
+                501,
+            ),
+        ] {
+            assert_eq!(f(fields).map_err(|e| e.status), Err(status), "{fields:?}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HOST, LOCATION,
-    REFERER, TRANSFER_ENCODING, USER_AGENT, VARY,
+    REFERER, USER_AGENT, VARY,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -490,9 +490,9 @@ async fn answer_route(
     }
 }
 
-/// Heads a backend could frame differently from us are refused before routing (RFC 9112 §6.1, §6.3):
-/// Content-Length with Transfer-Encoding, a coding other than `chunked`, repeated lengths, and an
-/// HTTP/1.1 request without exactly one Host (§3.2). The byte-level cases are [`crate::conn::head_guard`]'s.
+/// Heads a backend could frame differently from us are refused before routing: an HTTP/1.1 request
+/// without exactly one Host (RFC 9112 §3.2), and the framing `khttpd_bridge::h1::request_framing`
+/// refuses (the same function the byte-level [`crate::conn::head_guard`] follows bodies with).
 pub(crate) fn framing_error(version: Version, h: &HeaderMap) -> Option<(StatusCode, &'static str)> {
     if version == Version::HTTP_11 && h.get_all(HOST).iter().count() != 1 {
         return Some((
@@ -500,28 +500,14 @@ pub(crate) fn framing_error(version: Version, h: &HeaderMap) -> Option<(StatusCo
             "HTTP/1.1 requests need exactly one Host header.",
         ));
     }
-    let te: Vec<&HeaderValue> = h.get_all(TRANSFER_ENCODING).iter().collect();
-    let cl = h.get_all(CONTENT_LENGTH).iter().count();
-    if !te.is_empty() && cl > 0 {
-        return Some((
-            StatusCode::BAD_REQUEST,
-            "Content-Length and Transfer-Encoding together are ambiguous.",
-        ));
+    let fields = h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    match khttpd_bridge::h1::request_framing(fields) {
+        Ok(_) => None,
+        Err(refused) => Some((
+            StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST),
+            refused.why,
+        )),
     }
-    if cl > 1 {
-        return Some((StatusCode::BAD_REQUEST, "Content-Length must appear once."));
-    }
-    if te.len() > 1
-        || te
-            .first()
-            .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
-    {
-        return Some((
-            StatusCode::NOT_IMPLEMENTED,
-            "Only the chunked transfer coding is supported.",
-        ));
-    }
-    None
 }
 
 /// The operator's page (`--error-page`) instead of the front's own, for an error the front made.

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::future::Future;
 use std::time::Duration;
 
-use khttpd_bridge::h1::{ChunkedEnd, MAX_REQUEST_FIELDS};
+use khttpd_bridge::h1::{request_framing, ChunkedEnd, RequestBody, MAX_REQUEST_FIELDS};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -422,33 +422,16 @@ fn after_head(head: &[u8]) -> Result<(State, bool), ()> {
         // hyper will refuse the same bytes with its own 400 or 431.
         _ => return Ok((State::Aside, false)),
     }
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut upgrade = req.method == Some("CONNECT");
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value).map_err(|_| ())?.trim();
-            if !v.bytes().all(|c| c.is_ascii_digit()) || v.is_empty() || length.is_some() {
-                return Err(());
-            }
-            length = Some(v.parse().map_err(|_| ())?);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(());
-            }
-            chunked = true;
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
-        }
-    }
+    let fields = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+    let (body, upgrade) = request_framing(fields).map_err(|_| ())?;
+    let upgrade = upgrade || req.method == Some("CONNECT");
     // An upgrade's own body (a POST with `Upgrade:`) is still a request body: followed, and under
     // the body timeout, whatever the headers say; only after it may the bytes be another protocol.
-    let state = match (length, chunked) {
-        (Some(_), true) => return Err(()),
-        (_, true) => State::Chunked(Box::default()),
-        (Some(0) | None, false) if upgrade => State::Aside,
-        (Some(0) | None, false) => State::Head,
-        (Some(n), false) => State::Body(n),
+    let state = match body {
+        RequestBody::Chunked => State::Chunked(Box::default()),
+        RequestBody::Length(0) | RequestBody::None if upgrade => State::Aside,
+        RequestBody::Length(0) | RequestBody::None => State::Head,
+        RequestBody::Length(n) => State::Body(n),
     };
     Ok((state, upgrade))
 }
