@@ -31,4 +31,5 @@ pub(crate) mod userspace;
 
 pub use daemon::embedded::run;
 
-pub use config::{Args, Config};
+pub use config::args::Args;
+pub use config::Config;

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches};
 
-use crate::config::{Args, Config, ConfigError};
+use crate::config::args::Args;
+use crate::config::{Config, ConfigError};
 
 /// The knobs `khttpd-ctl get/set` knows: kHTTPd's name, our flag's id, and whether it applies at run
 /// time (the rest need a restart).

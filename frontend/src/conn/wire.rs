@@ -151,7 +151,7 @@ mod tests {
     fn both_encoders_write_the_same_fields() {
         use clap::Parser;
         let root = std::env::temp_dir();
-        let args = crate::config::Args::try_parse_from([
+        let args = crate::config::args::Args::try_parse_from([
             "khttpd-front",
             "--root",
             root.to_str().unwrap(),

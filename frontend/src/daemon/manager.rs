@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::args::Args;
 use crate::config::knobs::{self, Settings};
-use crate::config::{Args, Config};
+use crate::config::Config;
 use crate::control::protocol::{default_socket_path, Reply, Request};
 use crate::control::server;
 use crate::daemon::main_daemon::{self, Daemons};

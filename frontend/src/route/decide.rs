@@ -463,7 +463,7 @@ fn route_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Args;
+    use crate::config::args::Args;
     use crate::route::fs::RealFs;
     use clap::Parser;
     use std::fs;

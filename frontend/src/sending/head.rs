@@ -74,7 +74,7 @@ mod tests {
         let root = std::env::temp_dir();
         let mut args = vec!["khttpd-front", "--root", root.to_str().unwrap()];
         args.extend_from_slice(extra);
-        Config::try_from(crate::config::Args::try_parse_from(args).unwrap()).unwrap()
+        Config::try_from(crate::config::args::Args::try_parse_from(args).unwrap()).unwrap()
     }
 
     fn lines(c: &Caching<'_>, cfg: &Config, path: &str) -> Vec<String> {
