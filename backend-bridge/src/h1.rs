@@ -240,7 +240,7 @@ fn content_length(values: &[&[u8]]) -> Result<Option<u64>, String> {
 /// go to the client as they came and the connection back to the pool after the last one. The
 /// one chunked scanner: the relay reads backend answers with it, the front's head guard client
 /// requests, so both refuse exactly the same framing.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct ChunkedEnd {
     state: Chunk,
     size: u64,

@@ -115,7 +115,7 @@ impl FrontError {
 /// An error answer, whichever transport writes it: the status, the page's line, the one field its
 /// kind adds (`Retry-After`, `Allow`), and whether the connection ends after it. Encoded by
 /// [`ErrorAnswer::response`] for hyper and as raw bytes by the relay.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ErrorAnswer {
     pub(crate) status: StatusCode,
     pub(crate) detail: &'static str,

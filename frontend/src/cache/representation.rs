@@ -84,11 +84,8 @@ impl OwnedHead {
         // A different length means the file changed between stat and read: the bytes do not
         // belong to this version, so they are neither cached nor sent under its validators.
         if body.len() as u64 != key.len {
-            // ESTALE: the front's "not the version routing saw", which routes the request afresh.
-            return Err(io::Error::new(
-                io::ErrorKind::StaleNetworkFileHandle,
-                "file changed while being read",
-            ));
+            // Not the version routing saw: the request is routed afresh.
+            return Err(crate::error::stale_file());
         }
         Ok(Representation {
             content_length: HeaderValue::from(body.len()),
