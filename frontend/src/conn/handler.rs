@@ -240,6 +240,8 @@ async fn userspace(
         // The reason is the operator's business (the log), not the visitor's: the page says only
         // what any server would.
         tracing::debug!(peer = %ctx.peer, reason = reason.as_str(), "{refused}");
+        // A form posted to a site without a backend: its small body is read first, as for a 413.
+        crate::userspace::upload::discard(req, &ctx.shared.config()).await;
         return (RouteKind::Error, refused.page());
     };
     // The backend (and the log) learn the request's id: the client's when usable, else a new one.

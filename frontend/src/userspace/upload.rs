@@ -89,9 +89,10 @@ impl Drop for Spool {
     }
 }
 
-/// Most of a refused HTTP/2 body read and dropped before the 413 goes out.
+/// Most of a refused HTTP/2 body read and dropped before the refusal (413, or 405 and the like
+/// without a backend) goes out.
 ///
-/// A 413 sent while the body is still coming ends the stream with RST_STREAM(NO_ERROR), as
+/// An answer sent while the body is still coming ends the stream with RST_STREAM(NO_ERROR), as
 /// RFC 9113 §8.1 allows, but clients such as curl 7.88 may take that reset for a failure and
 /// lose the answer (seen in the suite: `curl: (92)`) when it crosses their last DATA frame. A
 /// small remainder is read first, as nginx discards a refused body; a large one still gets the
@@ -114,6 +115,35 @@ async fn drain(mut body: Incoming, mut left: u64, cfg: &Config) {
     .await;
 }
 
+/// Whether a refused body is read and dropped before the answer (see [`DRAIN_MAX`]): only over
+/// HTTP/2, where the reset is what clients trip on (HTTP/1.1 closes or reads on), and not when the
+/// client waits for 100 Continue before sending (the drain would only wait).
+fn drains(req: &Request<Incoming>) -> bool {
+    req.version() == http::Version::HTTP_2 && !req.headers().contains_key(http::header::EXPECT)
+}
+
+/// The Content-Length a request declares, if it is a number.
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Reads and drops the body of a request refused before its body was read, when that is cheap
+/// (HTTP/2, at most [`DRAIN_MAX`] bytes, within the body timeout), so the refusal reaches clients
+/// that would take the stream's reset for a failure.
+pub(crate) async fn discard(req: Request<Incoming>, cfg: &Config) {
+    use http_body::Body as _;
+    if !drains(&req) || req.body().is_end_stream() {
+        return;
+    }
+    if declared_length(&req).is_some_and(|n| n > DRAIN_MAX) {
+        return;
+    }
+    drain(req.into_body(), DRAIN_MAX, cfg).await;
+}
+
 /// Reads the body of `req` whole (unless it has none, or asks for an upgrade) and returns the
 /// request with a body the bridge sends at the backend's pace, framed by Content-Length.
 pub(crate) async fn buffer(
@@ -126,17 +156,11 @@ pub(crate) async fn buffer(
     if upgrade || req.body().is_end_stream() {
         return Ok(req.map(ClientBody::from));
     }
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    // A client that waits for 100 Continue before sending would only make the drain wait.
-    let h2 =
-        req.version() == http::Version::HTTP_2 && !req.headers().contains_key(http::header::EXPECT);
+    let declared = declared_length(&req);
+    let drain_refused = drains(&req);
     if let Some(declared) = declared.filter(|&n| n > cfg.max_body_size) {
         stats.too_large.fetch_add(1, Ordering::Relaxed);
-        if h2 && declared <= DRAIN_MAX {
+        if drain_refused && declared <= DRAIN_MAX {
             drain(req.into_body(), DRAIN_MAX, cfg).await;
         }
         return Err(UploadError::TooLarge(cfg.max_body_size));
@@ -154,7 +178,7 @@ pub(crate) async fn buffer(
         total += data.len() as u64;
         if total > cfg.max_body_size {
             stats.too_large.fetch_add(1, Ordering::Relaxed);
-            if h2 {
+            if drain_refused {
                 drain(body, DRAIN_MAX.saturating_sub(total), cfg).await;
             }
             return Err(UploadError::TooLarge(cfg.max_body_size));

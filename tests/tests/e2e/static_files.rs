@@ -341,9 +341,14 @@ fn refusals_without_a_backend_never_serve_the_file(p: Proto) {
     assert_eq!(f.get("/empty.txt").header("content-length"), Some("0"));
     assert_eq!(f.get("/only-gz/app.js").status, 404);
 
-    let post = f.request("POST", "/index.html", &[], b"x=1");
-    assert_eq!(post.status, 405);
-    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    // Over HTTP/2 the small body is read before the 405 goes out: answered while curl still sent
+    // it, the stream's reset lost the answer about one time in three (`curl: (92)`), so a dozen
+    // tries would see it.
+    for _ in 0..12 {
+        let post = f.request("POST", "/index.html", &[], b"x=1");
+        assert_eq!(post.status, 405);
+        assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    }
     assert_eq!(f.request("DELETE", "/index.html", &[], b"").status, 405);
     // The FIFO was never opened: the server still answers at once.
     assert_eq!(f.get("/index.html").status, 200);
