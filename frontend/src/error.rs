@@ -6,7 +6,7 @@
 
 use std::io;
 
-use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_RANGE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use khttpd_bridge::BridgeError;
 
@@ -32,6 +32,14 @@ pub(crate) enum FrontError {
     /// The backend's fault (502, 503, 504).
     #[error(transparent)]
     Backend(#[from] BridgeError),
+    /// The client's preconditions (`If-Match`, `If-Unmodified-Since`) do not hold for the file
+    /// (412).
+    #[error("a precondition of the request does not hold")]
+    PreconditionFailed,
+    /// None of the client's byte ranges lies in the file of this length (416, with
+    /// `Content-Range: bytes */LEN`).
+    #[error("no requested range lies in the file's {0} bytes")]
+    RangeNotSatisfiable(u64),
     /// The request is the backend's and none is configured (the operator's choice): 405 for a
     /// method, else 404, 502 or 403 by what routing found; never the file itself.
     #[error("no backend configured: {}", .0.why())]
@@ -57,6 +65,8 @@ impl FrontError {
             FrontError::Upload(u) => u.status(),
             FrontError::Backend(b) => b.status(),
             FrontError::NoBackend(n) => n.status(),
+            FrontError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            FrontError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             FrontError::Stale => StatusCode::SERVICE_UNAVAILABLE,
             FrontError::Fs(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 StatusCode::FORBIDDEN
@@ -94,6 +104,12 @@ impl FrontError {
             FrontError::NoBackend(NoBackend::MethodNotAllowed) => {
                 Some((ALLOW, HeaderValue::from_static("GET, HEAD")))
             }
+            FrontError::RangeNotSatisfiable(len) => {
+                let range = crate::sending::range::unsatisfied_content_range(*len);
+                HeaderValue::from_str(&range)
+                    .ok()
+                    .map(|v| (CONTENT_RANGE, v))
+            }
             _ => None,
         };
         ErrorAnswer {
@@ -113,7 +129,7 @@ impl FrontError {
 }
 
 /// An error answer, whichever transport writes it: the status, the page's line, the one field its
-/// kind adds (`Retry-After`, `Allow`), and whether the connection ends after it. Encoded by
+/// kind adds (`Retry-After`, `Allow`, `Content-Range`), and whether the connection ends after it. Encoded by
 /// [`ErrorAnswer::response`] for hyper and as raw bytes by the relay.
 #[derive(Debug)]
 pub(crate) struct ErrorAnswer {
@@ -189,6 +205,8 @@ mod tests {
             (FrontError::Route(Reject::PathTooLong), 414),
             (FrontError::Upload(UploadError::TooLarge(1)), 413),
             (FrontError::Backend(BridgeError::QueueFull), 503),
+            (FrontError::PreconditionFailed, 412),
+            (FrontError::RangeNotSatisfiable(10), 416),
             (FrontError::Stale, 503),
             (
                 FrontError::from(io::Error::from(io::ErrorKind::PermissionDenied)),
@@ -206,6 +224,8 @@ mod tests {
             (method.status().as_u16(), &method.headers()[ALLOW]),
             (405, &HeaderValue::from_static("GET, HEAD"))
         );
+        let range = FrontError::RangeNotSatisfiable(26).page();
+        assert_eq!(range.headers()[CONTENT_RANGE], "bytes */26");
         let busy = FrontError::Backend(BridgeError::QueueFull).page();
         assert!(busy.headers().contains_key(RETRY_AFTER));
         assert_eq!(

@@ -35,7 +35,6 @@ use crate::cache::representation::{FileHead, Representation};
 use crate::cache::store::ContentCache;
 use crate::config::Config;
 use crate::error::{stale_file, FrontError};
-use crate::pages;
 use crate::route::decide::{Route, StaticFile};
 use crate::route::fs::{Kind, Meta};
 use crate::sending::body::{read_exact_at, Body, Segment};
@@ -198,7 +197,8 @@ pub(crate) async fn serve(
             insert_caching_fields(r.headers_mut(), &head.caching(), cfg, path);
             return Ok(r);
         }
-        Precondition::Failed => return Ok(error(StatusCode::PRECONDITION_FAILED)),
+        // The file was the right answer; the client's conditions were not: still route `static`.
+        Precondition::Failed => return Ok(FrontError::PreconditionFailed.page()),
     }
 
     // RFC 9110 §14.2: Range is defined for GET only; HEAD answers as a plain GET would. An empty
@@ -247,12 +247,7 @@ pub(crate) async fn serve(
             multipart_plan(&mut r, &ranges, body_len, &file.mime.content_type)
         }
         RangeOutcome::Unsatisfiable => {
-            let mut page = error(StatusCode::RANGE_NOT_SATISFIABLE);
-            page.headers_mut().insert(
-                CONTENT_RANGE,
-                value(&range::unsatisfied_content_range(body_len)),
-            );
-            return Ok(page);
+            return Ok(FrontError::RangeNotSatisfiable(body_len).page());
         }
     };
     let total: u64 = plan
@@ -366,10 +361,6 @@ fn head_of(rep: &Representation, vary: bool) -> Head {
 /// A header value from our own formatting (always valid; an empty value if not).
 fn value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn error(status: StatusCode) -> Response<Body> {
-    pages::error(status, pages::default_detail(status))
 }
 
 /// The multipart/byteranges framing around the ranges (RFC 9110 §14.6).
