@@ -499,7 +499,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// With a backend, the front serves a static URL itself only once Apache has answered its
-/// verification probe for it (frontend/src/route/verify.rs): the first requests go to Apache. This asks
+/// verification probe for it (frontend/src/route/verify/): the first requests go to Apache. This asks
 /// `path` until the front answers it itself (`X-Khttpd-Route: static`; the server must run with
 /// `--route-header`), for at most `timeout`, and returns that answer, or `None`.
 pub fn until_front_serves(addr: SocketAddr, path: &str, timeout: Duration) -> Option<Response> {

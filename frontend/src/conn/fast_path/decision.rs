@@ -251,7 +251,7 @@ fn answer(
         })
     };
     let file = match &*verdict {
-        // With a backend, Apache's verdict decides (verify.rs); a URL without one is relayed.
+        // With a backend, Apache's verdict decides (route::verify); a URL without one is relayed.
         Route::Static(file) if !f.selection => {
             if ctx.has_backend()
                 && !ctx
