@@ -129,8 +129,8 @@ impl FrontError {
 }
 
 /// An error answer, whichever transport writes it: the status, the page's line, the one field its
-/// kind adds (`Retry-After`, `Allow`, `Content-Range`), and whether the connection ends after it. Encoded by
-/// [`ErrorAnswer::response`] for hyper and as raw bytes by the relay.
+/// kind adds (`Retry-After`, `Allow`, `Content-Range`), and whether the connection ends after it.
+/// Encoded by [`ErrorAnswer::response`] for hyper and as raw bytes by the relay.
 #[derive(Debug)]
 pub(crate) struct ErrorAnswer {
     pub(crate) status: StatusCode,

@@ -173,9 +173,10 @@ async fn routed(
     route_afresh(req.method(), target, ctx, cfg, generation).await
 }
 
-/// With a backend, what the front would answer itself needs Apache's verdict first (route::verify): a
-/// static file or listing without a positive, current one goes to the backend as it came, and so
-/// does a directory redirect (Apache's mod_dir or rewrites decide where it leads).
+/// With a backend, what the front would answer itself needs Apache's verdict first
+/// (`route::verify`): a static file or listing without a positive, current one goes to the backend
+/// as it came, and so does a directory redirect (Apache's mod_dir or rewrites decide where it
+/// leads).
 fn gate<B>(route: Arc<Route>, req: &Request<B>, ctx: &ConnCtx, cfg: &Arc<Config>) -> Arc<Route> {
     if !ctx.has_backend() {
         return route;

@@ -156,15 +156,12 @@ pub(crate) async fn buffer(
     if upgrade || req.body().is_end_stream() {
         return Ok(req.map(ClientBody::from));
     }
-    let declared = declared_length(&req);
-    let drain_refused = drains(&req);
-    if let Some(declared) = declared.filter(|&n| n > cfg.max_body_size) {
+    if declared_length(&req).is_some_and(|n| n > cfg.max_body_size) {
         stats.too_large.fetch_add(1, Ordering::Relaxed);
-        if drain_refused && declared <= DRAIN_MAX {
-            drain(req.into_body(), DRAIN_MAX, cfg).await;
-        }
+        discard(req, cfg).await;
         return Err(UploadError::TooLarge(cfg.max_body_size));
     }
+    let drain_refused = drains(&req);
     let (mut parts, mut body) = req.into_parts();
     let mut memory = BytesMut::new();
     let mut spool: Option<Spool> = None;
